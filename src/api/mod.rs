@@ -1,0 +1,31 @@
+//! The custom resource types: the single source of the CRDs under `crds/`.
+
+mod common;
+mod provider;
+mod subscription;
+
+pub use common::*;
+pub use provider::*;
+pub use subscription::*;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+/// The CRDs of every kind this operator serves, in install order.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    vec![
+        ClusterWebhookProvider::crd(),
+        WebhookProvider::crd(),
+        WebhookSubscription::crd(),
+    ]
+}
+
+/// File name under `crds/` for a CRD.
+pub fn crd_file_name(crd: &CustomResourceDefinition) -> String {
+    format!("{}.yaml", crd.metadata.name.as_deref().unwrap_or("crd"))
+}
+
+/// Renders a CRD as the YAML document committed under `crds/`.
+pub fn crd_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_saphyr::ser::Error> {
+    serde_saphyr::to_string(crd)
+}

@@ -1,0 +1,3 @@
+//! The emulated Kubernetes API.
+
+pub mod schema;

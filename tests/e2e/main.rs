@@ -1,0 +1,6 @@
+//! The one integration-test binary: modules per area, sharing `support`.
+
+mod crds;
+mod examples;
+mod invalid_objects;
+mod support;
