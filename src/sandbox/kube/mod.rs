@@ -1,7 +1,211 @@
-//! The emulated Kubernetes API.
+//! The emulated Kubernetes API: enough of a kube-apiserver that kube 5 (client, watcher, Controller,
+//! finalizer helper, events Recorder) and real kubectl behave against it as against a cluster.
 
 pub mod error;
+pub mod http;
 pub mod resources;
 pub mod schema;
 pub mod selectors;
 pub mod store;
+pub mod table;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, oneshot, watch};
+use tokio::task::JoinHandle;
+
+pub use error::ApiError;
+pub use http::{FaultAction, FaultRule, RequestRecord, ServerConfig, WatchControl};
+pub use store::{State, StoreOptions};
+
+use http::Shared;
+
+/// How to start the emulated API server.
+#[derive(Clone, Debug)]
+pub struct EmulatorOptions {
+    /// Address to listen on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Store behaviour.
+    pub store: StoreOptions,
+    /// Server behaviour.
+    pub server: ServerConfig,
+}
+
+impl Default for EmulatorOptions {
+    fn default() -> Self {
+        EmulatorOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            store: StoreOptions::default(),
+            server: ServerConfig {
+                minor_version: "35".into(),
+                bookmark_interval: Duration::from_secs(60),
+            },
+        }
+    }
+}
+
+/// A running emulated API server and the test hooks into it.
+pub struct Emulator {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    server: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+}
+
+impl Emulator {
+    /// Binds and starts serving.
+    pub async fn start(options: EmulatorOptions) -> std::io::Result<Emulator> {
+        let listener = TcpListener::bind(options.listen).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::new(options.store)),
+            revisions: watch::channel(0).0,
+            watch_control: broadcast::channel(64).0,
+            requests: Mutex::new(Vec::new()),
+            faults: Mutex::new(Vec::new()),
+            config: options.server,
+        });
+        let emulator = Emulator {
+            addr,
+            shared,
+            server: Mutex::new(None),
+        };
+        emulator.serve(listener);
+        Ok(emulator)
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let shared = self.shared.clone();
+        let app = axum::Router::new().fallback(move |request| http::handle(shared.clone(), request));
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+        });
+        *self.server.lock().expect("server slot") = Some((stop_tx, task));
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server URL for clients.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kubeconfig that points at this server (context namespace `default`, no credentials).
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: webhook-operator-sandbox\n  cluster:\n    server: {url}\nusers:\n- name: sandbox\n  user: {{}}\ncontexts:\n- name: webhook-operator-sandbox\n  context:\n    cluster: webhook-operator-sandbox\n    user: sandbox\n    namespace: default\ncurrent-context: webhook-operator-sandbox\n",
+            url = self.url()
+        )
+    }
+
+    /// Writes the kubeconfig to `path`.
+    pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(path, self.kubeconfig())
+    }
+
+    /// A kube client for this server.
+    pub fn client(&self) -> kube::Client {
+        let config = kube::Config::new(self.url().parse().expect("server URL is a valid URI"));
+        kube::Client::try_from(config).expect("client for the emulated API server")
+    }
+
+    /// Direct access to the store (bypasses HTTP, still notifies watches).
+    pub fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        self.shared.with_state(f)
+    }
+
+    /// Reads an object directly from the store.
+    pub fn get(&self, group: &str, version: &str, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        self.with_state(|s| {
+            s.resource(group, version, plural)
+                .and_then(|rt| s.get(&rt, namespace, name).ok())
+        })
+    }
+
+    /// Polls the store until `predicate` holds for the object (None: absent), or the timeout passes.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn wait_for(
+        &self,
+        group: &str,
+        version: &str,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+        timeout: Duration,
+        predicate: impl Fn(Option<&Value>) -> bool,
+    ) -> Result<Option<Value>, Option<Value>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let object = self.get(group, version, plural, namespace, name);
+            if predicate(object.as_ref()) {
+                return Ok(object);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(object);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Every request served so far.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared.requests.lock().expect("request log").clone()
+    }
+
+    /// Forgets the request log.
+    pub fn clear_requests(&self) {
+        self.shared.requests.lock().expect("request log").clear();
+    }
+
+    /// Adds a request fault rule.
+    pub fn inject_fault(&self, rule: FaultRule) {
+        self.shared.faults.lock().expect("fault rules").push(rule);
+    }
+
+    /// Removes every fault rule.
+    pub fn clear_faults(&self) {
+        self.shared.faults.lock().expect("fault rules").clear();
+    }
+
+    /// Sends a command to every open watch.
+    pub fn control_watches(&self, command: WatchControl) {
+        let _ = self.shared.watch_control.send(command);
+    }
+
+    /// Compacts the event log: watches resuming from an older revision get an in-stream 410.
+    pub fn compact(&self) {
+        self.with_state(State::compact);
+    }
+
+    /// Stops serving (an outage): open connections are closed, the store is kept.
+    pub async fn stop(&self) {
+        self.control_watches(WatchControl::Abort);
+        let server = self.server.lock().expect("server slot").take();
+        if let Some((stop, task)) = server {
+            let _ = stop.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+
+    /// Serves again on the same port with the same store.
+    pub async fn restart(&self) -> std::io::Result<()> {
+        let listener = TcpListener::bind(self.addr).await?;
+        self.serve(listener);
+        Ok(())
+    }
+}

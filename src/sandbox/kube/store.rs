@@ -256,6 +256,15 @@ impl State {
             .ok_or_else(|| ApiError::not_found(&rt.qualified_plural(), &rt.group, &rt.plural, name))
     }
 
+    /// Every object of a resource, in key order, as served at its version.
+    pub fn objects_of(&self, rt: &ResourceType) -> Vec<Value> {
+        self.objects
+            .iter()
+            .filter(|((g, p, _, _), _)| *g == rt.group && *p == rt.plural)
+            .map(|(_, o)| self.at_version(rt, o))
+            .collect()
+    }
+
     /// The log entries after `revision`, or None when the log no longer reaches back that far.
     pub fn changes_since(&self, revision: u64) -> Option<Vec<LogEntry>> {
         if revision < self.compacted_through {
