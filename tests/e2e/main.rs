@@ -1,6 +1,7 @@
 //! The one integration-test binary: modules per area, sharing `support`.
 
 mod crds;
+mod emulator;
 mod examples;
 mod invalid_objects;
 mod support;
