@@ -4,4 +4,5 @@ mod crds;
 mod emulator;
 mod examples;
 mod invalid_objects;
+mod kubectl;
 mod support;

@@ -34,7 +34,6 @@ pub fn json_path<'a>(root: &'a Value, path: &str) -> Vec<&'a Value> {
                         .unwrap_or_default()
                         .into_iter()
                         .enumerate()
-                        .map(move |(i, item)| (i, item))
                 })
                 .filter(|(i, item)| select(selector, *i, item))
                 .map(|(_, item)| item)
@@ -79,7 +78,7 @@ fn select(selector: &str, index: usize, item: &Value) -> bool {
     let expected = rhs.trim().trim_matches('"').trim_matches('\'');
     json_path(item, field).first().is_some_and(|v| match v {
         Value::String(s) => s == expected,
-        other => other.to_string() == expected,
+        other => *other == expected,
     })
 }
 

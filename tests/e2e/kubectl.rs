@@ -1,0 +1,237 @@
+//! Real kubectl 1.35 drives the emulated API server: CRDs, Established, examples with validation on,
+//! printer columns, a CEL rejection, and `delete --wait` of an object whose finalizer a test removes.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::json;
+use webhook_operator::sandbox::kube::{Emulator, EmulatorOptions};
+
+use crate::support::repo_root;
+
+/// The kubectl binary: `WEBHOOK_OPERATOR_KUBECTL`, or `.tools/bin/kubectl` from `scripts/fetch-tools`.
+/// Missing: a failure in CI (`CI=true`), a skip elsewhere.
+fn kubectl_binary() -> Option<PathBuf> {
+    let path = std::env::var_os("WEBHOOK_OPERATOR_KUBECTL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".tools/bin/kubectl"));
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "kubectl not found at {}; run scripts/fetch-tools (scripts/test does)",
+        path.display()
+    );
+    eprintln!(
+        "skipping: kubectl not found at {}; run scripts/fetch-tools",
+        path.display()
+    );
+    None
+}
+
+struct Kubectl {
+    binary: PathBuf,
+    kubeconfig: PathBuf,
+    home: PathBuf,
+}
+
+impl Kubectl {
+    fn new(binary: PathBuf, emulator: &Emulator, name: &str) -> Self {
+        let home = std::env::temp_dir().join(format!("webhook-operator-kubectl-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&home);
+        std::fs::create_dir_all(&home).unwrap();
+        let kubeconfig = home.join("kubeconfig");
+        emulator.write_kubeconfig(&kubeconfig).unwrap();
+        Kubectl {
+            binary,
+            kubeconfig,
+            home,
+        }
+    }
+
+    async fn run(&self, args: &[&str]) -> Output {
+        let mut command = Command::new(&self.binary);
+        command
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.home.join("cache"))
+            .env("HOME", &self.home)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .current_dir(repo_root());
+        tokio::task::spawn_blocking(move || command.output().expect("kubectl runs"))
+            .await
+            .unwrap()
+    }
+
+    async fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args).await;
+        assert!(
+            output.status.success(),
+            "kubectl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_applies_lists_rejects_and_deletes() {
+    let Some(binary) = kubectl_binary() else { return };
+    let emulator = Emulator::start(EmulatorOptions::default()).await.unwrap();
+    let kubectl = Kubectl::new(binary, &emulator, "flow");
+
+    let applied = kubectl.ok(&["apply", "-f", "crds/"]).await;
+    assert_eq!(applied.matches("created").count(), 3, "{applied}");
+    kubectl
+        .ok(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/webhooksubscriptions.webhook-operator.dev",
+            "--timeout=20s",
+        ])
+        .await;
+
+    // Validation stays on: kubectl finds fieldValidation in the OpenAPI document and lets the server check.
+    let applied = kubectl.ok(&["apply", "-f", "examples/"]).await;
+    for name in ["agent-events", "agent-presence", "failed-payments"] {
+        assert!(
+            applied.contains(&format!("webhooksubscription.webhook-operator.dev/{name} created")),
+            "{applied}"
+        );
+    }
+    assert!(
+        emulator
+            .requests()
+            .iter()
+            .any(|r| r.query.contains("fieldValidation=Strict"))
+    );
+    let again = kubectl.ok(&["apply", "-f", "examples/"]).await;
+    assert!(
+        again.contains("webhooksubscription.webhook-operator.dev/agent-events unchanged"),
+        "{again}"
+    );
+
+    let table = kubectl.ok(&["get", "webhooksubscriptions"]).await;
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, vec!["NAME", "PROVIDER", "READY", "STATE", "EXPIRES", "AGE"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("agent-events") && l.contains("avaya")),
+        "{table}"
+    );
+    let wide = kubectl.ok(&["get", "whsub", "-o", "wide"]).await;
+    let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        vec![
+            "NAME",
+            "PROVIDER",
+            "READY",
+            "STATE",
+            "EXPIRES",
+            "AGE",
+            "SUBSCRIPTION-ID",
+            "RENEWAL"
+        ]
+    );
+
+    // A bad object is refused with the CEL rule's message.
+    let bad = kubectl.home.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: webhook-operator.dev/v1alpha1\nkind: WebhookSubscription\nmetadata: {name: bad, namespace: default}\nspec:\n  providerRef: {name: avaya}\n  endpoint: https://hooks.example.com/x\n  avaya: {families: [ALL, AGENT], events: [ALL]}\n",
+    )
+    .unwrap();
+    let rejected = kubectl.run(&["apply", "-f", bad.to_str().unwrap()]).await;
+    assert!(!rejected.status.success());
+    let stderr = String::from_utf8_lossy(&rejected.stderr);
+    assert!(
+        stderr.contains("ALL must be the only family; remove the other families or remove ALL"),
+        "{stderr}"
+    );
+
+    // delete --wait blocks on the finalizer until something removes it.
+    kubectl
+        .ok(&[
+            "patch",
+            "whsub",
+            "agent-events",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":["webhook-operator.dev/finalizer"]}}"#,
+        ])
+        .await;
+    let delete = {
+        let binary = kubectl.binary.clone();
+        let (kubeconfig, cache) = (kubectl.kubeconfig.clone(), kubectl.home.join("cache"));
+        let home = kubectl.home.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(binary)
+                .args([
+                    "delete",
+                    "whsub",
+                    "agent-events",
+                    "--wait",
+                    "--timeout=30s",
+                    "--kubeconfig",
+                ])
+                .arg(kubeconfig)
+                .arg("--cache-dir")
+                .arg(cache)
+                .env("HOME", home)
+                .output()
+                .unwrap()
+        })
+    };
+    let marked = emulator
+        .wait_for(
+            "webhook-operator.dev",
+            "v1alpha1",
+            "webhooksubscriptions",
+            "default",
+            "agent-events",
+            Duration::from_secs(20),
+            |o| o.is_some_and(|o| o["metadata"]["deletionTimestamp"].is_string()),
+        )
+        .await;
+    assert!(marked.is_ok(), "kubectl delete marked the object");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!delete.is_finished(), "delete --wait waits for the finalizer");
+    emulator.with_state(|s| {
+        let rt = s
+            .resource("webhook-operator.dev", "v1alpha1", "webhooksubscriptions")
+            .unwrap();
+        s.patch(
+            &rt,
+            "default",
+            "agent-events",
+            webhook_operator::sandbox::kube::store::PatchKind::Merge,
+            json!({"metadata": {"finalizers": null}}),
+            None,
+            false,
+            false,
+        )
+        .unwrap();
+    });
+    let output = delete.await.unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("deleted"));
+    assert!(
+        emulator
+            .get(
+                "webhook-operator.dev",
+                "v1alpha1",
+                "webhooksubscriptions",
+                "default",
+                "agent-events"
+            )
+            .is_none()
+    );
+    let _ = std::fs::remove_dir_all(&kubectl.home);
+}
