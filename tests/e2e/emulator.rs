@@ -50,6 +50,26 @@ fn secret(name: &str) -> Secret {
         .unwrap()
 }
 
+/// The next watcher event, failing the test after a timeout or an error.
+async fn next_event<S>(stream: &mut S) -> watcher::Event<Secret>
+where
+    S: futures::Stream<Item = Result<watcher::Event<Secret>, watcher::Error>> + Unpin,
+{
+    tokio::time::timeout(WAIT, stream.try_next())
+        .await
+        .expect("event in time")
+        .expect("no error")
+        .expect("stream open")
+}
+
+/// How many plain (non-watch) GETs the server has served.
+fn list_calls(emu: &Emulator) -> usize {
+    emu.requests()
+        .iter()
+        .filter(|r| r.method == "GET" && !r.query.contains("watch"))
+        .count()
+}
+
 #[tokio::test]
 async fn watcher_pages_the_initial_list_then_follows_changes() {
     let (emu, client) = emulator().await;
@@ -83,33 +103,17 @@ async fn watcher_pages_the_initial_list_then_follows_changes() {
         .count();
     assert_eq!(pages, 3, "five items in pages of two");
     secrets.create(&PostParams::default(), &secret("s5")).await.unwrap();
-    let next = tokio::time::timeout(WAIT, stream.try_next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let next = next_event(&mut stream).await;
     assert!(matches!(next, watcher::Event::Apply(ref s) if s.name_any() == "s5"));
 
     // A closed stream resumes from the last resourceVersion without a relist.
-    let lists_before = emu
-        .requests()
-        .iter()
-        .filter(|r| r.method == "GET" && !r.query.contains("watch"))
-        .count();
+    let lists_before = list_calls(&emu);
     emu.control_watches(WatchControl::Close);
     tokio::time::sleep(Duration::from_millis(100)).await;
     secrets.create(&PostParams::default(), &secret("s6")).await.unwrap();
-    let next = tokio::time::timeout(WAIT, stream.try_next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let next = next_event(&mut stream).await;
     assert!(matches!(next, watcher::Event::Apply(ref s) if s.name_any() == "s6"));
-    let lists_after = emu
-        .requests()
-        .iter()
-        .filter(|r| r.method == "GET" && !r.query.contains("watch"))
-        .count();
+    let lists_after = list_calls(&emu);
     assert_eq!(lists_before, lists_after, "resumed with a watch, not a list");
 }
 
