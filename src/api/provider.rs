@@ -107,47 +107,6 @@ pub struct ClusterWebhookProviderSpec {
     pub namespace_selector: Option<LabelSelector>,
 }
 
-/// The account's connection settings, whichever kind declares them.
-#[derive(Clone, Copy, Debug)]
-pub struct ProviderConnection<'a> {
-    /// Avaya account, if this is one.
-    pub avaya: Option<&'a AvayaProvider>,
-    /// Vonage account, if this is one.
-    pub vonage: Option<&'a VonageProvider>,
-    /// AuthVia account, if this is one.
-    pub authvia: Option<&'a AuthViaProvider>,
-    /// Where the credentials are.
-    pub credentials_secret_ref: &'a CredentialsSecretRef,
-    /// The shared request budget.
-    pub rate_limit: Option<&'a RateLimit>,
-}
-
-impl WebhookProviderSpec {
-    /// The connection settings of this provider.
-    pub fn connection(&self) -> ProviderConnection<'_> {
-        ProviderConnection {
-            avaya: self.avaya.as_ref(),
-            vonage: self.vonage.as_ref(),
-            authvia: self.authvia.as_ref(),
-            credentials_secret_ref: &self.credentials_secret_ref,
-            rate_limit: self.rate_limit.as_ref(),
-        }
-    }
-}
-
-impl ClusterWebhookProviderSpec {
-    /// The connection settings of this provider.
-    pub fn connection(&self) -> ProviderConnection<'_> {
-        ProviderConnection {
-            avaya: self.avaya.as_ref(),
-            vonage: self.vonage.as_ref(),
-            authvia: self.authvia.as_ref(),
-            credentials_secret_ref: &self.credentials_secret_ref,
-            rate_limit: self.rate_limit.as_ref(),
-        }
-    }
-}
-
 /// An Avaya Infinity tenant.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]

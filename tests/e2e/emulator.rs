@@ -62,6 +62,21 @@ where
         .expect("stream open")
 }
 
+/// The names the watcher's initial list delivers, up to InitDone.
+async fn initial_names<S>(stream: &mut S) -> Vec<String>
+where
+    S: futures::Stream<Item = Result<watcher::Event<Secret>, watcher::Error>> + Unpin,
+{
+    let mut names = Vec::new();
+    loop {
+        match next_event(stream).await {
+            watcher::Event::InitApply(s) => names.push(s.name_any()),
+            watcher::Event::InitDone => return names,
+            _ => {}
+        }
+    }
+}
+
 /// How many plain (non-watch) GETs the server has served.
 fn list_calls(emu: &Emulator) -> usize {
     emu.requests()
@@ -82,19 +97,7 @@ async fn watcher_pages_the_initial_list_then_follows_changes() {
     }
     let config = watcher::Config::default().labels("app=test").page_size(2);
     let mut stream = watcher(secrets.clone(), config).boxed();
-    let mut initial = Vec::new();
-    loop {
-        match tokio::time::timeout(WAIT, stream.try_next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
-        {
-            watcher::Event::InitApply(s) => initial.push(s.name_any()),
-            watcher::Event::InitDone => break,
-            _ => {}
-        }
-    }
+    let initial = initial_names(&mut stream).await;
     assert_eq!(initial, vec!["s0", "s1", "s2", "s3", "s4"]);
     let pages = emu
         .requests()
@@ -163,19 +166,7 @@ async fn streaming_lists_end_with_the_initial_events_bookmark() {
     let secrets: Api<Secret> = Api::namespaced(client, "default");
     secrets.create(&PostParams::default(), &secret("a")).await.unwrap();
     let mut stream = watcher(secrets, watcher::Config::default().streaming_lists()).boxed();
-    let mut names = Vec::new();
-    loop {
-        match tokio::time::timeout(WAIT, stream.try_next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
-        {
-            watcher::Event::InitApply(s) => names.push(s.name_any()),
-            watcher::Event::InitDone => break,
-            _ => {}
-        }
-    }
+    let names = initial_names(&mut stream).await;
     assert_eq!(names, vec!["a"]);
     assert!(
         emu.requests()

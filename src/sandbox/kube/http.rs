@@ -649,28 +649,27 @@ fn watch_response(shared: Arc<Shared>, target: Target, query: &Query) -> Result<
                 && filter.fields.matches(o)
         };
         // The initial part: synthetic ADDED for a fresh watch, or a replay from the log.
-        let (initial, mut last) = {
+        let (lines, ended, mut last) = {
             let state = shared.state.lock().expect("store lock");
             let mut lines = Vec::new();
+            let mut ended = false;
             match requested {
                 None => {
-                    let items = state_objects(&state, &rt).into_iter().filter(|o| matches(o));
+                    let items = state.objects_of(&rt).into_iter().filter(|o| matches(o));
                     lines.extend(items.map(|o| watch_line("ADDED", &o)));
                     if send_initial {
                         lines.push(bookmark(&rt, state.revision, true));
                     }
                 }
                 Some(rv) => match state.changes_since(rv) {
-                    None => lines.push(watch_line("ERROR", &expired(rv, state.revision))),
+                    None => {
+                        lines.push(watch_line("ERROR", &expired(rv, state.revision)));
+                        ended = true;
+                    }
                     Some(entries) => lines.extend(translate(&state, &rt, &entries, &matches)),
                 },
             }
-            let ended = requested.is_some_and(|rv| state.changes_since(rv).is_none());
-            (if ended { Err(lines) } else { Ok(lines) }, state.revision)
-        };
-        let (lines, ended) = match initial {
-            Ok(l) => (l, false),
-            Err(l) => (l, true),
+            (lines, ended, state.revision)
         };
         for line in lines {
             if tx.send(Ok(line)).await.is_err() {
@@ -726,10 +725,6 @@ fn watch_response(shared: Arc<Shared>, target: Target, query: &Query) -> Result<
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(response)
-}
-
-fn state_objects(state: &State, rt: &ResourceType) -> Vec<Value> {
-    state.objects_of(rt)
 }
 
 /// Turns log entries into watch lines for one watcher, with selector transitions as ADDED/DELETED.

@@ -856,10 +856,7 @@ impl State {
             .values()
             .filter_map(|o| meta_str(o, "uid").map(str::to_string))
             .collect();
-        self.remove_all_orphans(&uids);
-    }
-
-    fn remove_all_orphans(&mut self, live_uids: &BTreeSet<String>) {
+        let live_uids = &uids;
         let orphaned = |o: &Value| {
             meta(o)["ownerReferences"].as_array().is_some_and(|owners| {
                 !owners.is_empty()
@@ -973,8 +970,7 @@ fn rand_index(len: usize) -> usize {
 fn admit_secret(rt: &ResourceType, name: &str, object: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
     let engine = base64::engine::general_purpose::STANDARD;
     if let Some(Value::Object(string_data)) = object.as_object_mut().and_then(|o| o.remove("stringData")) {
-        let data = object["data"].as_object().cloned().unwrap_or_default();
-        let mut data = data;
+        let mut data = object["data"].as_object().cloned().unwrap_or_default();
         for (k, v) in string_data {
             data.insert(k, json!(engine.encode(v.as_str().unwrap_or_default())));
         }
