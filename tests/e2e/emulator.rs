@@ -337,3 +337,98 @@ async fn status_apply_generation_and_conflicts() {
         other => panic!("expected 422, got {other}"),
     }
 }
+
+#[tokio::test]
+async fn apply_ownership_conflicts_and_managed_fields() {
+    let (_emu, client) = emulator().await;
+    let secrets: Api<Secret> = Api::namespaced(client, "default");
+    let config = |value: &str| json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "lease", "labels": {"holder": value}}});
+    let a = PatchParams::apply("contender-a");
+    let b = PatchParams::apply("contender-b");
+    secrets.patch("lease", &a, &Patch::Apply(config("a"))).await.unwrap();
+    // b applying the same value shares ownership; applying another value conflicts (no force).
+    secrets.patch("lease", &b, &Patch::Apply(config("a"))).await.unwrap();
+    let err = secrets
+        .patch("lease", &b, &Patch::Apply(config("b")))
+        .await
+        .unwrap_err();
+    match err {
+        kube::Error::Api(s) => {
+            assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
+            assert!(
+                s.message
+                    .contains("conflict with \"contender-a\": .metadata.labels.holder"),
+                "{}",
+                s.message
+            );
+        }
+        other => panic!("expected 409, got {other}"),
+    }
+    let forced = secrets
+        .patch("lease", &b.clone().force(), &Patch::Apply(config("b")))
+        .await
+        .unwrap();
+    let managers: Vec<(String, String)> = forced
+        .managed_fields()
+        .iter()
+        .map(|m| (m.manager.clone().unwrap(), m.operation.clone().unwrap()))
+        .collect();
+    assert_eq!(managers, vec![("contender-b".to_string(), "Apply".to_string())]);
+}
+
+#[tokio::test]
+async fn metadata_only_reads_faults_and_paused_watches() {
+    use kube::core::PartialObjectMeta;
+    use webhook_operator::sandbox::kube::{FaultAction, FaultRule, WatchDelivery};
+    let (emu, client) = emulator().await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    secrets.create(&PostParams::default(), &secret("a")).await.unwrap();
+
+    let meta: PartialObjectMeta<Secret> = secrets.get_metadata("a").await.unwrap();
+    assert_eq!(meta.name_any(), "a");
+    let listed = secrets.list_metadata(&Default::default()).await.unwrap();
+    assert_eq!(listed.items.len(), 1);
+
+    // The second GET of "a" breaks mid-response; the rule then retires.
+    emu.inject_fault(
+        FaultRule::new(FaultAction::Drop)
+            .methods(&[axum_method("GET")])
+            .path("/secrets/a$")
+            .skip(1)
+            .times(1),
+    );
+    secrets.get("a").await.expect("first call passes");
+    assert!(secrets.get("a").await.is_err(), "second call dropped");
+    secrets.get("a").await.expect("rule retired");
+
+    // Injected conflicts hit the next writes to that object only.
+    emu.inject_conflicts("secrets", "a", 1);
+    let merge = Patch::Merge(json!({"metadata": {"labels": {"x": "1"}}}));
+    let err = secrets.patch("a", &PatchParams::default(), &merge).await.unwrap_err();
+    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 409), "{err}");
+    secrets.patch("a", &PatchParams::default(), &merge).await.unwrap();
+
+    // A paused watch holds events back, then delivers them in order.
+    let mut stream = watcher(secrets.clone(), watcher::Config::default()).boxed();
+    assert_eq!(initial_names(&mut stream).await, vec!["a"]);
+    emu.set_watch_delivery(WatchDelivery {
+        paused: true,
+        delay: Duration::ZERO,
+    });
+    secrets.create(&PostParams::default(), &secret("b")).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(400), stream.try_next())
+            .await
+            .is_err(),
+        "nothing while paused"
+    );
+    emu.set_watch_delivery(WatchDelivery::default());
+    match next_event(&mut stream).await {
+        watcher::Event::Apply(s) => assert_eq!(s.name_any(), "b"),
+        other => panic!("expected b, got {other:?}"),
+    }
+}
+
+fn axum_method(name: &str) -> axum::http::Method {
+    name.parse().unwrap()
+}

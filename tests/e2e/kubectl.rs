@@ -213,9 +213,8 @@ async fn kubectl_applies_lists_rejects_and_deletes() {
             "agent-events",
             webhook_operator::sandbox::kube::store::PatchKind::Merge,
             json!({"metadata": {"finalizers": null}}),
-            None,
             false,
-            false,
+            &webhook_operator::sandbox::kube::store::Writer::by("test"),
         )
         .unwrap();
     });

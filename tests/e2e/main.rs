@@ -5,4 +5,5 @@ mod emulator;
 mod examples;
 mod invalid_objects;
 mod kubectl;
+mod scale;
 mod support;

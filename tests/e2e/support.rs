@@ -30,5 +30,5 @@ pub fn schema_for_kind(kind: &str) -> Value {
 /// Admits `object` as the API server would for a create of its kind.
 pub fn admit(object: Value) -> Result<Admitted, Vec<FieldError>> {
     let kind = object["kind"].as_str().expect("object has a kind").to_string();
-    schema::admit(&schema_for_kind(&kind), object, None)
+    schema::admit(&schema::Schema::new(schema_for_kind(&kind)), object, None)
 }

@@ -13,7 +13,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use super::error::ApiError;
 use super::resources::ResourceType;
 use super::selectors::{FieldSelector, LabelSelector};
-use super::store::{ChangeType, DeleteOutcome, ListQuery, PatchKind, State};
+use super::store::{ChangeType, DeleteOutcome, ListQuery, PatchKind, State, Writer};
 use super::table::{self, IncludeObject};
 
 /// One request as the server saw it, for test assertions.
@@ -40,19 +40,94 @@ pub enum FaultAction {
     Fail(ApiError),
     /// Wait this long, then serve the request.
     Delay(Duration),
+    /// Break the connection: the response starts, then its body fails.
+    Drop,
 }
 
-/// A request fault: requests matching method and path fragment get the action, `remaining` times.
+/// A request fault. A request matches when every given criterion holds; the first `skip` matches pass
+/// untouched (so "the Nth call" is `skip(N - 1)`), then each match gets the action with `probability`,
+/// `remaining` times.
 #[derive(Clone, Debug)]
 pub struct FaultRule {
-    /// Method to match, or any.
-    pub method: Option<Method>,
-    /// A fragment the path must contain, or any.
-    pub path_contains: Option<String>,
-    /// How many more requests it applies to (None: forever).
+    /// Methods to match (empty: any).
+    pub methods: Vec<Method>,
+    /// A regex the path must match, or any.
+    pub path: Option<regex::Regex>,
+    /// A fragment the raw query must contain, or any.
+    pub query_contains: Option<String>,
+    /// Matching requests still to let through before acting.
+    pub skip: u32,
+    /// Chance in [0, 1] that a match is acted on.
+    pub probability: f64,
+    /// How many more requests it acts on (None: forever).
     pub remaining: Option<u32>,
     /// What to do.
     pub action: FaultAction,
+}
+
+impl FaultRule {
+    /// A rule acting on every request, forever; narrow it with the builder methods.
+    pub fn new(action: FaultAction) -> Self {
+        FaultRule {
+            methods: Vec::new(),
+            path: None,
+            query_contains: None,
+            skip: 0,
+            probability: 1.0,
+            remaining: None,
+            action,
+        }
+    }
+
+    /// Only these methods.
+    pub fn methods(mut self, methods: &[Method]) -> Self {
+        self.methods = methods.to_vec();
+        self
+    }
+
+    /// Only writes (POST, PUT, PATCH, DELETE).
+    pub fn writes(self) -> Self {
+        self.methods(&[Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+    }
+
+    /// Only paths matching this regex (panics on an invalid one: test code).
+    pub fn path(mut self, pattern: &str) -> Self {
+        self.path = Some(regex::Regex::new(pattern).expect("fault path regex"));
+        self
+    }
+
+    /// Only queries containing this fragment.
+    pub fn query(mut self, fragment: &str) -> Self {
+        self.query_contains = Some(fragment.to_string());
+        self
+    }
+
+    /// Let the first `n` matches through.
+    pub fn skip(mut self, n: u32) -> Self {
+        self.skip = n;
+        self
+    }
+
+    /// Act on a match with this probability.
+    pub fn probability(mut self, p: f64) -> Self {
+        self.probability = p;
+        self
+    }
+
+    /// Act `n` times, then retire.
+    pub fn times(mut self, n: u32) -> Self {
+        self.remaining = Some(n);
+        self
+    }
+}
+
+/// How open watches deliver events (test control of R72f).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WatchDelivery {
+    /// Hold events back until unpaused (they are then delivered together, in order).
+    pub paused: bool,
+    /// Wait this long before delivering each batch of changes.
+    pub delay: Duration,
 }
 
 /// Commands to every open watch.
@@ -89,6 +164,8 @@ pub struct Shared {
     pub requests: Mutex<Vec<RequestRecord>>,
     /// Active fault rules.
     pub faults: Mutex<Vec<FaultRule>>,
+    /// Pause or delay of watch event delivery.
+    pub watch_delivery: watch::Sender<WatchDelivery>,
     /// Settings.
     pub config: ServerConfig,
 }
@@ -177,46 +254,87 @@ pub async fn handle(shared: Arc<Shared>, request: Request<Body>) -> Response {
         user_agent: header_str(&parts.headers, header::USER_AGENT),
         body: String::from_utf8_lossy(&body).into_owned(),
     });
-    if let Some(action) = matching_fault(&shared, &parts.method, &path) {
+    if let Some(action) = matching_fault(&shared, &parts.method, &path, &raw_query) {
         match action {
             FaultAction::Fail(error) => return error_response(&error),
             FaultAction::Delay(delay) => tokio::time::sleep(delay).await,
+            FaultAction::Drop => {
+                let broken = futures::stream::once(async {
+                    Err::<Bytes, _>(std::io::Error::other("connection dropped by the sandbox"))
+                });
+                return Response::new(Body::from_stream(broken));
+            }
         }
     }
     let query = Query::parse(&raw_query);
     let accept = header_str(&parts.headers, header::ACCEPT);
     let content_type = header_str(&parts.headers, header::CONTENT_TYPE);
-    match serve(&shared, &parts.method, &path, &query, &accept, &content_type, &body).await {
+    let user_agent = header_str(&parts.headers, header::USER_AGENT);
+    let request = Incoming {
+        method: &parts.method,
+        path: &path,
+        query: &query,
+        accept: &accept,
+        content_type: &content_type,
+        user_agent: &user_agent,
+        body: &body,
+    };
+    match serve(&shared, &request).await {
         Ok(response) => response,
         Err(error) => error_response(&error),
     }
 }
 
-fn matching_fault(shared: &Shared, method: &Method, path: &str) -> Option<FaultAction> {
+fn matching_fault(shared: &Shared, method: &Method, path: &str, query: &str) -> Option<FaultAction> {
     let mut faults = shared.faults.lock().expect("fault rules");
-    let index = faults.iter().position(|f| {
-        f.method.as_ref().is_none_or(|m| m == method) && f.path_contains.as_deref().is_none_or(|p| path.contains(p))
-    })?;
-    let action = faults[index].action.clone();
-    if let Some(remaining) = faults[index].remaining.as_mut() {
-        *remaining -= 1;
-        if *remaining == 0 {
-            faults.remove(index);
+    for index in 0..faults.len() {
+        let rule = &mut faults[index];
+        let matches = (rule.methods.is_empty() || rule.methods.contains(method))
+            && rule.path.as_ref().is_none_or(|p| p.is_match(path))
+            && rule.query_contains.as_deref().is_none_or(|q| query.contains(q));
+        if !matches {
+            continue;
         }
+        if rule.skip > 0 {
+            rule.skip -= 1;
+            continue;
+        }
+        if rule.probability < 1.0 && fastrand::f64() >= rule.probability {
+            continue;
+        }
+        let action = rule.action.clone();
+        if let Some(remaining) = rule.remaining.as_mut() {
+            *remaining = remaining.saturating_sub(1);
+            if *remaining == 0 {
+                faults.remove(index);
+            }
+        }
+        return Some(action);
     }
-    Some(action)
+    None
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn serve(
-    shared: &Arc<Shared>,
-    method: &Method,
-    path: &str,
-    query: &Query,
-    accept: &str,
-    content_type: &str,
-    body: &Bytes,
-) -> Result<Response, ApiError> {
+/// The parts of a request the router reads.
+struct Incoming<'a> {
+    method: &'a Method,
+    path: &'a str,
+    query: &'a Query,
+    accept: &'a str,
+    content_type: &'a str,
+    user_agent: &'a str,
+    body: &'a Bytes,
+}
+
+async fn serve(shared: &Arc<Shared>, request: &Incoming<'_>) -> Result<Response, ApiError> {
+    let Incoming {
+        method,
+        path,
+        query,
+        accept,
+        content_type,
+        user_agent,
+        body,
+    } = *request;
     let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     match segments.as_slice() {
         ["version"] => return Ok(json_response(StatusCode::OK, &version(&shared.config))),
@@ -269,14 +387,23 @@ async fn serve(
     }
     let target = shared.with_state(|s| resolve(s, &segments)).ok_or_else(unknown_path)?;
     let dry_run = query.get("dryRun") == Some("All");
-    let manager = query.get("fieldManager");
+    let writer = Writer {
+        manager: query
+            .get("fieldManager")
+            .map(str::to_string)
+            .or_else(|| manager_from_user_agent(user_agent)),
+        force: query.flag("force"),
+        dry_run,
+    };
     let namespace = target.namespace.clone().unwrap_or_default();
     let status = target.subresource.as_deref() == Some("status");
     if target.subresource.as_deref().is_some_and(|s| s != "status") || (status && !target.rt.status_subresource) {
         return Err(unknown_path());
     }
     match (method.clone(), target.name.clone()) {
-        (Method::GET, None) if query.flag("watch") => watch_response(shared.clone(), target, query),
+        (Method::GET, None) if query.flag("watch") => {
+            watch_response(shared.clone(), target, query, metadata_only(accept))
+        }
         (Method::GET, None) => {
             let list_query = list_query(&target, query)?;
             let (items, revision, token) = shared.with_state(|s| s.list(&target.rt, &list_query))?;
@@ -290,6 +417,11 @@ async fn serve(
             if let Some(token) = token {
                 metadata["continue"] = json!(token);
             }
+            if metadata_only(accept) {
+                let items: Vec<Value> = items.iter().map(partial_object).collect();
+                let list = json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": metadata, "items": items});
+                return Ok(json_response(StatusCode::OK, &list));
+            }
             let list = json!({"kind": target.rt.list_kind(), "apiVersion": target.rt.api_version(), "metadata": metadata, "items": items});
             Ok(json_response(StatusCode::OK, &list))
         }
@@ -302,19 +434,19 @@ async fn serve(
                     &table::render(&target.rt, &[object], revision, None, include),
                 ));
             }
-            Ok(json_response(StatusCode::OK, &object))
+            Ok(json_response(StatusCode::OK, &view(accept, object)))
         }
         (Method::POST, None) => {
             let object = parse_json(body)?;
             let strict = strict_unknown_fields(&target.rt, &object, query)?;
-            let created = shared.with_state(|s| s.create(&target.rt, &namespace, object, dry_run))?;
+            let created = shared.with_state(|s| s.create(&target.rt, &namespace, object, &writer))?;
             Ok(with_warnings(json_response(StatusCode::CREATED, &created), &strict))
         }
         (Method::PUT, Some(name)) => {
             let object = parse_json(body)?;
             let strict = strict_unknown_fields(&target.rt, &object, query)?;
             let (object, created) =
-                shared.with_state(|s| s.replace(&target.rt, &namespace, &name, object, status, dry_run))?;
+                shared.with_state(|s| s.replace(&target.rt, &namespace, &name, object, status, &writer))?;
             let code = if created { StatusCode::CREATED } else { StatusCode::OK };
             Ok(with_warnings(json_response(code, &object), &strict))
         }
@@ -335,8 +467,7 @@ async fn serve(
                     ));
                 }
             };
-            let force = query.flag("force");
-            if force && kind != PatchKind::Apply {
+            if writer.force && kind != PatchKind::Apply {
                 return Err(ApiError::new(
                     422,
                     "Invalid",
@@ -344,15 +475,22 @@ async fn serve(
                 ));
             }
             let patch = if kind == PatchKind::Apply {
+                if query.get("fieldManager").is_none() {
+                    return Err(ApiError::new(
+                        422,
+                        "Invalid",
+                        "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+                    ));
+                }
                 parse_yaml(body)?
             } else {
                 parse_json(body)?
             };
             let (object, created) =
-                shared.with_state(|s| s.patch(&target.rt, &namespace, &name, kind, patch, manager, status, dry_run))?;
+                shared.with_state(|s| s.patch(&target.rt, &namespace, &name, kind, patch, status, &writer))?;
             Ok(json_response(
                 if created { StatusCode::CREATED } else { StatusCode::OK },
-                &object,
+                &view(accept, object),
             ))
         }
         (Method::DELETE, Some(name)) => {
@@ -419,7 +557,7 @@ fn parse_yaml(body: &Bytes) -> Result<Value, ApiError> {
 
 /// `fieldValidation=Strict` turns unknown fields of a custom resource into 400; `Warn` (default) reports them.
 fn strict_unknown_fields(rt: &ResourceType, object: &Value, query: &Query) -> Result<Vec<String>, ApiError> {
-    let Some(schema) = &rt.schema else {
+    let Some(schema) = rt.schema.as_ref().map(|s| &s.raw) else {
         return Ok(Vec::new());
     };
     let mut copy = object.clone();
@@ -620,7 +758,12 @@ fn expired(requested: u64, current: u64) -> Value {
 
 type Chunk = Result<Bytes, std::io::Error>;
 
-fn watch_response(shared: Arc<Shared>, target: Target, query: &Query) -> Result<Response, ApiError> {
+fn watch_response(
+    shared: Arc<Shared>,
+    target: Target,
+    query: &Query,
+    metadata_only: bool,
+) -> Result<Response, ApiError> {
     let filter = list_query(&target, query)?;
     let allow_bookmarks = query.flag("allowWatchBookmarks");
     let send_initial = query.flag("sendInitialEvents");
@@ -656,7 +799,7 @@ fn watch_response(shared: Arc<Shared>, target: Target, query: &Query) -> Result<
             match requested {
                 None => {
                     let items = state.objects_of(&rt).into_iter().filter(|o| matches(o));
-                    lines.extend(items.map(|o| watch_line("ADDED", &o)));
+                    lines.extend(items.map(|o| watch_line("ADDED", &shown(metadata_only, o))));
                     if send_initial {
                         lines.push(bookmark(&rt, state.revision, true));
                     }
@@ -666,11 +809,14 @@ fn watch_response(shared: Arc<Shared>, target: Target, query: &Query) -> Result<
                         lines.push(watch_line("ERROR", &expired(rv, state.revision)));
                         ended = true;
                     }
-                    Some(entries) => lines.extend(translate(&state, &rt, &entries, &matches)),
+                    Some(entries) => lines.extend(translate(&state, &rt, &entries, &matches, metadata_only)),
                 },
             }
             (lines, ended, state.revision)
         };
+        if !lines.is_empty() && !wait_for_delivery(&shared, &tx).await {
+            return;
+        }
         for line in lines {
             if tx.send(Ok(line)).await.is_err() {
                 return;
@@ -701,11 +847,12 @@ fn watch_response(shared: Arc<Shared>, target: Target, query: &Query) -> Result<
                 },
                 changed = revisions.changed() => {
                     if changed.is_err() { return; }
+                    if !wait_for_delivery(&shared, &tx).await { return; }
                     let batch = {
                         let state = shared.state.lock().expect("store lock");
                         let batch = match state.changes_since(last) {
                             None => Err(watch_line("ERROR", &expired(last, state.revision))),
-                            Some(entries) => Ok(translate(&state, &rt, &entries, &matches)),
+                            Some(entries) => Ok(translate(&state, &rt, &entries, &matches, metadata_only)),
                         };
                         last = state.revision;
                         batch
@@ -727,19 +874,56 @@ fn watch_response(shared: Arc<Shared>, target: Target, query: &Query) -> Result<
     Ok(response)
 }
 
+/// Whether the client asked for `PartialObjectMetadata` (kube's metadata-only APIs and watchers).
+fn metadata_only(accept: &str) -> bool {
+    accept.contains("as=PartialObjectMetadata")
+}
+
+/// An object reduced to its metadata, as `meta.k8s.io/v1` `PartialObjectMetadata`.
+fn partial_object(object: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": object["metadata"]})
+}
+
+fn view(accept: &str, object: Value) -> Value {
+    shown(metadata_only(accept), object)
+}
+
+fn shown(metadata_only: bool, object: Value) -> Value {
+    if metadata_only { partial_object(&object) } else { object }
+}
+
+/// Holds a watch while delivery is paused, then applies the configured delay; false when the client left.
+async fn wait_for_delivery(shared: &Shared, tx: &mpsc::Sender<Chunk>) -> bool {
+    let mut delivery = shared.watch_delivery.subscribe();
+    loop {
+        let current = *delivery.borrow_and_update();
+        if !current.paused {
+            if !current.delay.is_zero() {
+                tokio::time::sleep(current.delay).await;
+            }
+            return !tx.is_closed();
+        }
+        tokio::select! {
+            changed = delivery.changed() => if changed.is_err() { return false; },
+            _ = tx.closed() => return false,
+        }
+    }
+}
+
 /// Turns log entries into watch lines for one watcher, with selector transitions as ADDED/DELETED.
 fn translate(
     state: &State,
     rt: &ResourceType,
     entries: &[super::store::LogEntry],
     matches: &impl Fn(&Value) -> bool,
+    metadata_only: bool,
 ) -> Vec<Bytes> {
     entries
         .iter()
         .filter(|e| e.group == rt.group && e.plural == rt.plural)
         .filter_map(|e| {
             let now = matches(&e.object);
-            let before = e.previous.as_ref().is_some_and(matches);
+            let before = e.previous.as_deref().is_some_and(matches);
             let event = match e.change {
                 ChangeType::Added if now => "ADDED",
                 ChangeType::Modified if now && before => "MODIFIED",
@@ -748,7 +932,16 @@ fn translate(
                 ChangeType::Deleted if now => "DELETED",
                 _ => return None,
             };
-            Some(watch_line(event, &state.at_version(rt, &e.object)))
+            Some(watch_line(
+                event,
+                &shown(metadata_only, state.at_version(rt, &e.object)),
+            ))
         })
         .collect()
+}
+
+/// The field manager of an update without `fieldManager`: the User-Agent's program name, as the API server does.
+fn manager_from_user_agent(user_agent: &str) -> Option<String> {
+    let name = user_agent.split('/').next().unwrap_or("").trim();
+    (!name.is_empty()).then(|| name.chars().take(128).collect())
 }

@@ -20,7 +20,7 @@ use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub use error::ApiError;
-pub use http::{FaultAction, FaultRule, RequestRecord, ServerConfig, WatchControl};
+pub use http::{FaultAction, FaultRule, RequestRecord, ServerConfig, WatchControl, WatchDelivery};
 pub use store::{State, StoreOptions};
 
 use http::Shared;
@@ -67,6 +67,7 @@ impl Emulator {
             watch_control: broadcast::channel(64).0,
             requests: Mutex::new(Vec::new()),
             faults: Mutex::new(Vec::new()),
+            watch_delivery: watch::channel(WatchDelivery::default()).0,
             config: options.server,
         });
         let emulator = Emulator {
@@ -185,6 +186,30 @@ impl Emulator {
     /// Sends a command to every open watch.
     pub fn control_watches(&self, command: WatchControl) {
         let _ = self.shared.watch_control.send(command);
+    }
+
+    /// Pauses or delays the delivery of watch events (held events are delivered in order afterwards).
+    pub fn set_watch_delivery(&self, delivery: WatchDelivery) {
+        self.shared.watch_delivery.send_replace(delivery);
+    }
+
+    /// The next `times` writes to the named object get 409 Conflict, as if another actor had written first.
+    pub fn inject_conflicts(&self, plural: &str, name: &str, times: u32) {
+        let mut error = ApiError::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {plural} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+            ),
+        );
+        error.details = serde_json::json!({"name": name, "kind": plural});
+        let path = format!("/{}/{}(/status)?$", regex::escape(plural), regex::escape(name));
+        self.inject_fault(
+            FaultRule::new(FaultAction::Fail(error))
+                .methods(&[axum::http::Method::PUT, axum::http::Method::PATCH])
+                .path(&path)
+                .times(times),
+        );
     }
 
     /// Compacts the event log: watches resuming from an older revision get an in-stream 410.

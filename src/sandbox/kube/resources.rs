@@ -31,7 +31,7 @@ pub struct ResourceType {
     /// Whether a PUT without resourceVersion is refused (custom resources, CRDs and Leases).
     pub requires_resource_version_on_update: bool,
     /// The structural schema, for custom resources.
-    pub schema: Option<Value>,
+    pub schema: Option<super::schema::Schema>,
     /// `additionalPrinterColumns` of a custom resource version.
     pub printer_columns: Vec<Value>,
     /// Whether it is a custom resource (served from a CRD).
@@ -173,7 +173,9 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
             has_generation: true,
             create_on_update: false,
             requires_resource_version_on_update: true,
-            schema: Some(v["schema"]["openAPIV3Schema"].clone()).filter(|s| s.is_object()),
+            schema: Some(v["schema"]["openAPIV3Schema"].clone())
+                .filter(Value::is_object)
+                .map(super::schema::Schema::new),
             printer_columns: v["additionalPrinterColumns"].as_array().cloned().unwrap_or_default(),
             custom: true,
         })

@@ -7,7 +7,9 @@
 
 use std::fmt;
 
-use kube::core::cel::Validator;
+use std::sync::Arc;
+
+use kube::core::cel::{CompiledSchema, Validator, compile_schema};
 use regex::Regex;
 use serde_json::{Map, Value};
 
@@ -145,12 +147,30 @@ pub struct Admitted {
     pub pruned: Vec<String>,
 }
 
+/// A CRD version's structural schema with its CEL rules compiled once (compiling per request would
+/// dominate the cost of every write).
+#[derive(Clone, Debug)]
+pub struct Schema {
+    /// The `openAPIV3Schema`.
+    pub raw: Value,
+    compiled: Arc<CompiledSchema>,
+}
+
+impl Schema {
+    /// Compiles the rules of `raw`.
+    pub fn new(raw: Value) -> Self {
+        let compiled = Arc::new(compile_schema(&raw));
+        Schema { raw, compiled }
+    }
+}
+
 /// The whole admission of a custom resource write, in the API server's order: drop nulls of non-nullable
 /// fields, prune unknown fields, apply defaults, then validate (structural, then CEL).
-pub fn admit(schema: &Value, mut object: Value, old: Option<&Value>) -> Result<Admitted, Vec<FieldError>> {
-    drop_non_nullable_nulls(schema, &mut object);
-    let pruned = prune(schema, &mut object);
-    apply_defaults(schema, &mut object);
+pub fn admit(schema: &Schema, mut object: Value, old: Option<&Value>) -> Result<Admitted, Vec<FieldError>> {
+    let raw = &schema.raw;
+    drop_non_nullable_nulls(raw, &mut object);
+    let pruned = prune(raw, &mut object);
+    apply_defaults(raw, &mut object);
     let errors = validate(schema, &object, old);
     if errors.is_empty() {
         Ok(Admitted { object, pruned })
@@ -161,7 +181,9 @@ pub fn admit(schema: &Value, mut object: Value, old: Option<&Value>) -> Result<A
 
 /// Runs the structural checks and, when they pass, the CEL rules. `object` must already be defaulted and
 /// pruned; `old` is the stored object for transition rules (`oldSelf`), `None` on create.
-pub fn validate(schema: &Value, object: &Value, old: Option<&Value>) -> Vec<FieldError> {
+pub fn validate(schema: &Schema, object: &Value, old: Option<&Value>) -> Vec<FieldError> {
+    let compiled = &schema.compiled;
+    let schema = &schema.raw;
     let mut errors = Vec::new();
     if let Value::Object(map) = object {
         let properties = schema.get("properties").and_then(Value::as_object);
@@ -179,7 +201,7 @@ pub fn validate(schema: &Value, object: &Value, old: Option<&Value>) -> Vec<Fiel
         }
     }
     if errors.is_empty()
-        && let Err(cel_errors) = Validator::new().validate(schema, object, old)
+        && let Err(cel_errors) = Validator::new().validate_compiled(compiled, object, old)
     {
         for e in cel_errors.into_vec() {
             errors.push(FieldError {
@@ -496,7 +518,7 @@ mod tests {
     #[test]
     fn structural_errors_name_the_field_and_keyword() {
         let object = json!({"spec": {"count": 7, "tags": ["a", "a", "b"], "mode": "C"}});
-        let errors = validate(&schema(), &object, None);
+        let errors = validate(&Schema::new(schema()), &object, None);
         assert_eq!(
             rules(&errors),
             vec![
@@ -521,11 +543,11 @@ mod tests {
     fn cel_runs_only_after_structural_checks_pass() {
         let bad_both = json!({"spec": {"name": "abc", "count": 9}});
         assert_eq!(
-            rules(&validate(&schema(), &bad_both, None)),
+            rules(&validate(&Schema::new(schema()), &bad_both, None)),
             vec![("spec.count".into(), "maximum".into())]
         );
         let bad_cel = json!({"spec": {"name": "abc"}});
-        let errors = validate(&schema(), &bad_cel, None);
+        let errors = validate(&Schema::new(schema()), &bad_cel, None);
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].rule, "self.name != 'abc'");
         assert!(errors[0].message.contains("spec.name must not be abc"));
@@ -549,6 +571,6 @@ mod tests {
         drop_non_nullable_nulls(&schema(), &mut object);
         apply_defaults(&schema(), &mut object);
         assert_eq!(object, json!({"spec": {"name": "abcd", "count": 2, "opt": null}}));
-        assert!(validate(&schema(), &object, None).is_empty());
+        assert!(validate(&Schema::new(schema()), &object, None).is_empty());
     }
 }

@@ -3,6 +3,7 @@
 //! validation, no-op detection, finalizer-driven deletion).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
@@ -51,15 +52,15 @@ pub struct LogEntry {
     /// What happened.
     pub change: ChangeType,
     /// The object after the change (the last state for a deletion).
-    pub object: Value,
+    pub object: Arc<Value>,
     /// The object before the change, so a watch can turn selector transitions into ADDED or DELETED.
-    pub previous: Option<Value>,
+    pub previous: Option<Arc<Value>>,
 }
 
 /// A consistent list snapshot kept under a continue token.
 struct ContinueSnapshot {
     revision: u64,
-    items: Vec<Value>,
+    items: Vec<Arc<Value>>,
     offset: usize,
 }
 
@@ -75,7 +76,7 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
-            log_capacity: 100_000,
+            log_capacity: 5_000,
             strict_namespaces: true,
         }
     }
@@ -124,14 +125,58 @@ pub struct State {
     pub revision: u64,
     options: StoreOptions,
     resources: Vec<ResourceType>,
-    objects: BTreeMap<ObjectKey, Value>,
+    /// Stored objects; shared with the event log, which keeps versions without copying them.
+    objects: BTreeMap<ObjectKey, Arc<Value>>,
     log: VecDeque<LogEntry>,
     /// Changes at or below this revision are no longer in the log.
     pub compacted_through: u64,
     continues: HashMap<String, ContinueSnapshot>,
     next_continue: u64,
-    /// Paths each apply manager last applied, per object and subresource.
-    applied: HashMap<(ObjectKey, String, bool), BTreeSet<String>>,
+    /// Field ownership per object (server-side apply bookkeeping, rendered as `managedFields`).
+    managers: HashMap<ObjectKey, Vec<ManagedEntry>>,
+}
+
+/// Who writes, and how: the field manager, `force` for apply, and dry-run.
+#[derive(Clone, Debug, Default)]
+pub struct Writer {
+    /// `fieldManager`, or a name derived from the User-Agent; required for apply.
+    pub manager: Option<String>,
+    /// Apply only: take ownership of conflicting fields.
+    pub force: bool,
+    /// Run the whole pipeline, commit nothing.
+    pub dry_run: bool,
+}
+
+impl Writer {
+    /// A plain write by `manager`.
+    pub fn by(manager: &str) -> Self {
+        Writer {
+            manager: Some(manager.to_string()),
+            ..Writer::default()
+        }
+    }
+
+    fn manager(&self) -> &str {
+        self.manager.as_deref().unwrap_or("unknown")
+    }
+}
+
+/// One `managedFields` entry: the leaf paths a manager owns through one operation on one subresource.
+#[derive(Clone, Debug, PartialEq)]
+struct ManagedEntry {
+    manager: String,
+    apply: bool,
+    status: bool,
+    time: String,
+    fields: BTreeSet<String>,
+}
+
+/// How a write changes field ownership.
+enum Ownership<'a> {
+    /// POST, PUT, merge/JSON/strategic patch: the writer takes the fields whose values changed.
+    Update(&'a str),
+    /// Apply: the writer's applied set becomes exactly these paths.
+    Apply(&'a str, BTreeSet<String>),
 }
 
 fn now_rfc3339() -> String {
@@ -224,12 +269,17 @@ impl State {
             compacted_through: 0,
             continues: HashMap::new(),
             next_continue: 0,
-            applied: HashMap::new(),
+            managers: HashMap::new(),
         };
         let namespaces = state.resource("", "v1", "namespaces").expect("namespaces are built in");
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             state
-                .create(&namespaces, "", json!({"metadata": {"name": ns}}), false)
+                .create(
+                    &namespaces,
+                    "",
+                    json!({"metadata": {"name": ns}}),
+                    &Writer::by("kube-apiserver"),
+                )
                 .expect("standard namespace");
         }
         state
@@ -295,11 +345,21 @@ impl State {
         (rt.group.clone(), rt.plural.clone(), ns.to_string(), name.to_string())
     }
 
-    /// An object as served at `rt`'s version (storage is shared across versions; conversion is None).
+    /// An object as served at `rt`'s version (storage is shared across versions; conversion is None), with
+    /// its `managedFields` rendered from the ownership records (kept apart: as JSON maps they would
+    /// multiply the memory an object takes).
     pub fn at_version(&self, rt: &ResourceType, object: &Value) -> Value {
         let mut copy = object.clone();
         copy["apiVersion"] = json!(rt.api_version());
         copy["kind"] = json!(rt.kind);
+        let key = self.key(
+            rt,
+            meta_str(object, "namespace").unwrap_or_default(),
+            meta_str(object, "name").unwrap_or_default(),
+        );
+        if let Some(entries) = self.managers.get(&key).filter(|e| !e.is_empty()) {
+            meta_mut(&mut copy).insert("managedFields".into(), Value::Array(render_managed_fields(entries, rt)));
+        }
         copy
     }
 
@@ -317,7 +377,7 @@ impl State {
                 (snapshot.revision, snapshot.items, snapshot.offset)
             }
             None => {
-                let items: Vec<Value> = self
+                let items: Vec<Arc<Value>> = self
                     .objects
                     .iter()
                     .filter(|((g, p, ns, _), _)| {
@@ -325,14 +385,14 @@ impl State {
                     })
                     .map(|(_, o)| o)
                     .filter(|o| query.labels.matches(o) && query.fields.matches(o))
-                    .map(|o| self.at_version(rt, o))
+                    .cloned()
                     .collect();
                 (self.revision, items, 0)
             }
         };
         let limit = query.limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
         let end = offset.saturating_add(limit).min(items.len());
-        let page = items[offset..end].to_vec();
+        let page = items[offset..end].iter().map(|o| self.at_version(rt, o)).collect();
         let token = if end < items.len() {
             self.next_continue += 1;
             let token = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -362,8 +422,25 @@ impl State {
         &mut self,
         rt: &ResourceType,
         namespace: &str,
+        object: Value,
+        writer: &Writer,
+    ) -> Result<Value, ApiError> {
+        self.create_owned(
+            rt,
+            namespace,
+            object,
+            writer.dry_run,
+            Ownership::Update(writer.manager()),
+        )
+    }
+
+    fn create_owned(
+        &mut self,
+        rt: &ResourceType,
+        namespace: &str,
         mut object: Value,
         dry_run: bool,
+        ownership: Ownership,
     ) -> Result<Value, ApiError> {
         if !object.is_object() {
             return Err(ApiError::bad_request("the body of the request was not an object"));
@@ -452,10 +529,11 @@ impl State {
             o.remove("status");
         }
         let object = self.admit(rt, object, None)?;
+        let entries = owned_after(&[], &Value::Null, &object, false, ownership);
         if dry_run {
             return Ok(object);
         }
-        Ok(self.commit(rt, key, None, object))
+        Ok(self.commit(rt, key, None, object, Some(entries)))
     }
 
     fn generate_name(&self, rt: &ResourceType, namespace: &str, prefix: &str) -> String {
@@ -475,6 +553,12 @@ impl State {
         let name = meta_str(&object, "name").unwrap_or_default().to_string();
         match (rt.group.as_str(), rt.plural.as_str()) {
             ("", "secrets") => admit_secret(rt, &name, &mut object, old)?,
+            ("events.k8s.io", "events") => {
+                let causes = event_violations(&object, old);
+                if !causes.is_empty() {
+                    return Err(ApiError::invalid(&rt.kind, &name, &rt.group, causes));
+                }
+            }
             ("", "namespaces") => {
                 object["status"] = json!({"phase": if meta(&object).get("deletionTimestamp").is_some() { "Terminating" } else { "Active" }});
             }
@@ -540,7 +624,7 @@ impl State {
         name: &str,
         mut object: Value,
         status: bool,
-        dry_run: bool,
+        writer: &Writer,
     ) -> Result<(Value, bool), ApiError> {
         if meta_str(&object, "name").is_some_and(|n| n != name) {
             return Err(ApiError::bad_request(
@@ -548,11 +632,11 @@ impl State {
             ));
         }
         let key = self.key(rt, namespace, name);
-        let Some(old) = self.objects.get(&key).cloned() else {
+        let Some(old) = self.objects.get(&key).map(|o| Value::clone(o)) else {
             if rt.create_on_update && !status {
                 meta_mut(&mut object).insert("name".into(), json!(name));
                 meta_mut(&mut object).remove("resourceVersion");
-                return self.create(rt, namespace, object, dry_run).map(|o| (o, true));
+                return self.create(rt, namespace, object, writer).map(|o| (o, true));
             }
             return Err(ApiError::not_found(&rt.qualified_plural(), &rt.group, &rt.plural, name));
         };
@@ -572,7 +656,9 @@ impl State {
             }
             _ => {}
         }
-        self.update(rt, key, old, object, status, dry_run).map(|o| (o, false))
+        let ownership = Ownership::Update(writer.manager());
+        self.update(rt, key, old, object, status, writer.dry_run, Some(ownership))
+            .map(|o| (o, false))
     }
 
     /// Patches an object, on the main endpoint or `/status`. Apply creates a missing object.
@@ -584,10 +670,10 @@ impl State {
         name: &str,
         kind: PatchKind,
         patch: Value,
-        manager: Option<&str>,
         status: bool,
-        dry_run: bool,
+        writer: &Writer,
     ) -> Result<(Value, bool), ApiError> {
+        let dry_run = writer.dry_run;
         if kind == PatchKind::Strategic && rt.custom {
             return Err(ApiError::new(
                 415,
@@ -596,9 +682,9 @@ impl State {
             ));
         }
         let key = self.key(rt, namespace, name);
-        let existing = self.objects.get(&key).cloned();
+        let existing = self.objects.get(&key).map(|o| Value::clone(o));
         if kind == PatchKind::Apply {
-            let manager = manager.ok_or_else(|| {
+            let manager = writer.manager.as_deref().ok_or_else(|| {
                 ApiError::invalid(&rt.kind, name, &rt.group, vec![json!({"reason": "FieldValueRequired", "message": "Required value: is required for apply patch", "field": "fieldManager"})])
             })?;
             if patch["apiVersion"].as_str().is_some_and(|v| v != rt.api_version())
@@ -615,32 +701,42 @@ impl State {
                     "the name of the object does not match the name on the URL",
                 ));
             }
-            let applied_paths = leaf_paths(&patch);
-            let set_key = (key.clone(), manager.to_string(), status);
+            let applied_paths = owned_paths(&patch, status);
             let Some(old) = existing else {
                 if status {
                     return Err(ApiError::not_found(&rt.qualified_plural(), &rt.group, &rt.plural, name));
                 }
                 let mut object = patch;
                 meta_mut(&mut object).insert("name".into(), json!(name));
-                let created = self.create(rt, namespace, object, dry_run)?;
-                if !dry_run {
-                    self.applied.insert(set_key, applied_paths);
-                }
+                let created =
+                    self.create_owned(rt, namespace, object, dry_run, Ownership::Apply(manager, applied_paths))?;
                 return Ok((created, true));
             };
+            let entries = self.managers.get(&key).cloned().unwrap_or_default();
+            if !writer.force {
+                check_apply_conflicts(&entries, manager, status, &old, &patch, &applied_paths)?;
+            }
             let mut merged = old.clone();
-            // Fields this manager applied before and leaves out now are removed.
-            if let Some(previous) = self.applied.get(&set_key) {
-                for path in previous.difference(&applied_paths) {
-                    remove_path(&mut merged, path);
+            // Fields this manager applied before, leaves out now, and nobody else owns are removed.
+            if let Some(previous) = entries
+                .iter()
+                .find(|e| e.apply && e.manager == manager && e.status == status)
+            {
+                for path in previous.fields.difference(&applied_paths) {
+                    let shared = entries
+                        .iter()
+                        .any(|e| !(e.apply && e.manager == manager) && e.fields.iter().any(|f| overlaps(f, path)));
+                    if !shared {
+                        remove_path(&mut merged, path);
+                    }
                 }
             }
             deep_merge(&mut merged, &patch);
-            let result = self.patched(rt, key, old, merged, status, dry_run)?;
-            if !dry_run {
-                self.applied.insert(set_key, applied_paths);
+            if meta_str(&merged, "resourceVersion") != meta_str(&old, "resourceVersion") {
+                return Err(ApiError::conflict(&rt.qualified_plural(), name));
             }
+            let ownership = Ownership::Apply(manager, applied_paths);
+            let result = self.update(rt, key, old, merged, status, dry_run, Some(ownership))?;
             return Ok((result, false));
         }
         let Some(old) = existing else {
@@ -653,25 +749,16 @@ impl State {
             PatchKind::Strategic => json_patch::merge(&mut patched, &strip_strategic_directives(patch)),
             PatchKind::Apply => unreachable!("handled above"),
         }
-        self.patched(rt, key, old, patched, status, dry_run).map(|o| (o, false))
-    }
-
-    fn patched(
-        &mut self,
-        rt: &ResourceType,
-        key: ObjectKey,
-        old: Value,
-        patched: Value,
-        status: bool,
-        dry_run: bool,
-    ) -> Result<Value, ApiError> {
         if meta_str(&patched, "resourceVersion") != meta_str(&old, "resourceVersion") {
-            return Err(ApiError::conflict(&rt.qualified_plural(), &key.3));
+            return Err(ApiError::conflict(&rt.qualified_plural(), name));
         }
-        self.update(rt, key, old, patched, status, dry_run)
+        let ownership = Ownership::Update(writer.manager());
+        self.update(rt, key, old, patched, status, dry_run, Some(ownership))
+            .map(|o| (o, false))
     }
 
-    /// The shared update pipeline.
+    /// The shared update pipeline; `ownership` None leaves field ownership as it is (system writes).
+    #[allow(clippy::too_many_arguments)]
     fn update(
         &mut self,
         rt: &ResourceType,
@@ -680,6 +767,7 @@ impl State {
         mut object: Value,
         status: bool,
         dry_run: bool,
+        ownership: Option<Ownership>,
     ) -> Result<Value, ApiError> {
         if !object.is_object() {
             return Err(ApiError::bad_request("the body of the request was not an object"));
@@ -771,21 +859,38 @@ impl State {
         if being_deleted && no_finalizers {
             return Ok(self.remove(rt, key, object));
         }
-        Ok(self.commit(rt, key, Some(old), object))
+        let entries = ownership.map(|ownership| {
+            let current = self.managers.get(&key).cloned().unwrap_or_default();
+            owned_after(&current, &old, &object, status, ownership)
+        });
+        Ok(self.commit(rt, key, Some(old), object, entries))
     }
 
     /// Stores an object at the next revision and logs the change.
-    fn commit(&mut self, rt: &ResourceType, key: ObjectKey, previous: Option<Value>, mut object: Value) -> Value {
+    fn commit(
+        &mut self,
+        rt: &ResourceType,
+        key: ObjectKey,
+        previous: Option<Value>,
+        mut object: Value,
+        entries: Option<Vec<ManagedEntry>>,
+    ) -> Value {
         self.revision += 1;
-        meta_mut(&mut object).insert("resourceVersion".into(), json!(self.revision.to_string()));
+        if let Some(entries) = entries {
+            self.managers.insert(key.clone(), entries);
+        }
+        let m = meta_mut(&mut object);
+        m.insert("resourceVersion".into(), json!(self.revision.to_string()));
+        m.remove("managedFields");
         let change = if previous.is_some() {
             ChangeType::Modified
         } else {
             ChangeType::Added
         };
-        self.objects.insert(key.clone(), object.clone());
-        self.log_change(rt, &key, change, object.clone(), previous);
-        self.at_version(rt, &object)
+        let stored = Arc::new(object);
+        let previous = self.objects.insert(key.clone(), stored.clone());
+        self.log_change(rt, &key, change, stored.clone(), previous);
+        self.at_version(rt, &stored)
     }
 
     fn log_change(
@@ -793,8 +898,8 @@ impl State {
         rt: &ResourceType,
         key: &ObjectKey,
         change: ChangeType,
-        object: Value,
-        previous: Option<Value>,
+        object: Arc<Value>,
+        previous: Option<Arc<Value>>,
     ) {
         self.log.push_back(LogEntry {
             revision: self.revision,
@@ -815,10 +920,10 @@ impl State {
     /// Removes an object for good, with a DELETED event at a new revision, then its dependents.
     fn remove(&mut self, rt: &ResourceType, key: ObjectKey, mut last: Value) -> Value {
         self.objects.remove(&key);
-        self.applied.retain(|(k, _, _), _| *k != key);
+        self.managers.remove(&key);
         self.revision += 1;
         meta_mut(&mut last).insert("resourceVersion".into(), json!(self.revision.to_string()));
-        self.log_change(rt, &key, ChangeType::Deleted, last.clone(), None);
+        self.log_change(rt, &key, ChangeType::Deleted, Arc::new(last.clone()), None);
         if rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions" {
             let group = last["spec"]["group"].as_str().unwrap_or_default().to_string();
             let plural = last["spec"]["names"]["plural"].as_str().unwrap_or_default().to_string();
@@ -837,7 +942,7 @@ impl State {
     fn remove_all(&mut self, matches: impl Fn(&ObjectKey) -> bool) {
         let doomed: Vec<ObjectKey> = self.objects.keys().filter(|k| matches(k)).cloned().collect();
         for key in doomed {
-            if let Some(object) = self.objects.get(&key).cloned()
+            if let Some(object) = self.objects.get(&key).map(|o| Value::clone(o))
                 && let Some(rt) = self
                     .resources
                     .iter()
@@ -889,7 +994,7 @@ impl State {
         let old = self
             .objects
             .get(&key)
-            .cloned()
+            .map(|o| Value::clone(o))
             .ok_or_else(|| ApiError::not_found(&rt.qualified_plural(), &rt.group, &rt.plural, name))?;
         let preconditions = &options["preconditions"];
         if preconditions["uid"]
@@ -932,7 +1037,7 @@ impl State {
             if dry_run {
                 return Ok(DeleteOutcome::Marked(marked));
             }
-            return Ok(DeleteOutcome::Marked(self.commit(rt, key, Some(old), marked)));
+            return Ok(DeleteOutcome::Marked(self.commit(rt, key, Some(old), marked, None)));
         }
         if dry_run {
             return Ok(DeleteOutcome::Removed(self.at_version(rt, &old)));
@@ -942,19 +1047,22 @@ impl State {
 
     /// Writes an object directly (test seeding): creates or replaces without preconditions.
     pub fn put(&mut self, rt: &ResourceType, namespace: &str, object: Value) -> Result<Value, ApiError> {
+        const MANAGER: &str = "sandbox-test";
         let name = meta_str(&object, "name").unwrap_or_default().to_string();
         let key = self.key(rt, namespace, &name);
-        match self.objects.get(&key).cloned() {
-            None => self.create(rt, namespace, object, false),
+        match self.objects.get(&key).map(|o| Value::clone(o)) {
+            None => self.create(rt, namespace, object, &Writer::by(MANAGER)),
             Some(old) => {
                 let mut object = object;
                 meta_mut(&mut object).remove("resourceVersion");
                 let status = object.get("status").cloned();
-                let updated = self.update(rt, key.clone(), old, object, false, false)?;
+                let owner = Some(Ownership::Update(MANAGER));
+                let updated = self.update(rt, key.clone(), old, object, false, false, owner)?;
                 match (rt.status_subresource, status) {
                     (true, Some(status)) if self.objects.contains_key(&key) => {
-                        let current = self.objects[&key].clone();
-                        self.update(rt, key, current, json!({"status": status}), true, false)
+                        let current = Value::clone(&self.objects[&key]);
+                        let owner = Some(Ownership::Update(MANAGER));
+                        self.update(rt, key, current, json!({"status": status}), true, false, owner)
                     }
                     _ => Ok(updated),
                 }
@@ -964,7 +1072,109 @@ impl State {
 }
 
 fn rand_index(len: usize) -> usize {
-    (uuid::Uuid::new_v4().as_u128() % len as u128) as usize
+    fastrand::usize(..len)
+}
+
+/// The API server's checks of an `events.k8s.io/v1` Event (what kube's Recorder must get right).
+fn event_violations(event: &Value, old: Option<&Value>) -> Vec<Value> {
+    let mut causes = Vec::new();
+    let mut violation = |field: &str, reason: &str, message: String| {
+        causes.push(json!({"field": field, "reason": reason, "message": message}));
+    };
+    let text = |field: &str| event[field].as_str().unwrap_or("");
+    if text("eventTime").is_empty() {
+        violation("eventTime", "FieldValueRequired", "Required value".into());
+    }
+    if !matches!(text("type"), "Normal" | "Warning") {
+        violation(
+            "type",
+            "FieldValueNotSupported",
+            format!(
+                "Unsupported value: \"{}\": supported values: \"Normal\", \"Warning\"",
+                text("type")
+            ),
+        );
+    }
+    let controller = text("reportingController");
+    let qualified = controller.split('/').count() <= 2
+        && controller.split('/').next_back().is_some_and(|n| {
+            !n.is_empty()
+                && n.len() <= 63
+                && n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && n.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && n.ends_with(|c: char| c.is_ascii_alphanumeric())
+        });
+    if !qualified {
+        violation(
+            "reportingController",
+            "FieldValueInvalid",
+            format!("Invalid value: \"{controller}\": must be a qualified name"),
+        );
+    }
+    for (field, limit) in [("reportingInstance", 128), ("action", 128), ("reason", 128)] {
+        if text(field).is_empty() {
+            violation(field, "FieldValueRequired", "Required value".into());
+        } else if text(field).len() > limit {
+            violation(
+                field,
+                "FieldValueTooLong",
+                format!("Too long: may not be more than {limit} bytes"),
+            );
+        }
+    }
+    if text("note").len() > 1024 {
+        violation(
+            "note",
+            "FieldValueTooLong",
+            "Too long: may not be more than 1024 bytes".into(),
+        );
+    }
+    if let Some(series) = event.get("series") {
+        if series["count"].as_i64().is_none_or(|c| c < 2) {
+            violation(
+                "series.count",
+                "FieldValueInvalid",
+                "Invalid value: should be at least 2".into(),
+            );
+        }
+        if series["lastObservedTime"].as_str().is_none_or(str::is_empty) {
+            violation("series.lastObservedTime", "FieldValueRequired", "Required value".into());
+        }
+    }
+    for legacy in [
+        "deprecatedCount",
+        "deprecatedFirstTimestamp",
+        "deprecatedLastTimestamp",
+        "deprecatedSource",
+    ] {
+        if event
+            .get(legacy)
+            .is_some_and(|v| !v.is_null() && *v != json!({}) && *v != json!(0))
+        {
+            violation(
+                legacy,
+                "FieldValueForbidden",
+                "Forbidden: deprecated field must not be set".into(),
+            );
+        }
+    }
+    if let Some(old) = old {
+        for field in [
+            "action",
+            "reason",
+            "regarding",
+            "reportingController",
+            "reportingInstance",
+            "type",
+            "eventTime",
+            "note",
+        ] {
+            if event.get(field) != old.get(field) {
+                violation(field, "FieldValueInvalid", "Invalid value: field is immutable".into());
+            }
+        }
+    }
+    causes
 }
 
 fn admit_secret(rt: &ResourceType, name: &str, object: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
@@ -1062,11 +1272,12 @@ fn strip_strategic_directives(mut patch: Value) -> Value {
     patch
 }
 
-/// Leaf paths of an applied configuration (objects are granular, lists and scalars are leaves).
+/// Leaf paths of an object (objects are granular, lists and scalars are leaves).
 fn leaf_paths(value: &Value) -> BTreeSet<String> {
     fn walk(value: &Value, prefix: &str, out: &mut BTreeSet<String>) {
         match value {
-            Value::Object(map) if !map.is_empty() => {
+            // An empty object owns nothing (it only makes its parent exist).
+            Value::Object(map) => {
                 for (k, v) in map {
                     walk(v, &format!("{prefix}/{}", k.replace('~', "~0").replace('/', "~1")), out);
                 }
@@ -1082,6 +1293,177 @@ fn leaf_paths(value: &Value) -> BTreeSet<String> {
         !p.starts_with("/apiVersion") && !p.starts_with("/kind") && p != "/metadata/name" && p != "/metadata/namespace"
     });
     out
+}
+
+/// Paths a write can own: everything but identity and server-set metadata, and only `status` on `/status`.
+fn owned_paths(object: &Value, status: bool) -> BTreeSet<String> {
+    const SERVER_SET: [&str; 8] = [
+        "/metadata/uid",
+        "/metadata/resourceVersion",
+        "/metadata/generation",
+        "/metadata/creationTimestamp",
+        "/metadata/managedFields",
+        "/metadata/deletionTimestamp",
+        "/metadata/deletionGracePeriodSeconds",
+        "/metadata/selfLink",
+    ];
+    let mut paths = leaf_paths(object);
+    paths.retain(|p| {
+        !SERVER_SET.iter().any(|s| overlaps(p, s)) && (p == "/status" || p.starts_with("/status/")) == status
+    });
+    paths
+}
+
+/// Whether two leaf paths touch the same field (equal, or one inside the other).
+fn overlaps(a: &str, b: &str) -> bool {
+    a == b
+        || a.strip_prefix(b).is_some_and(|r| r.starts_with('/'))
+        || b.strip_prefix(a).is_some_and(|r| r.starts_with('/'))
+}
+
+/// Paths whose values differ between two versions of an object.
+fn changed_paths(old: &Value, new: &Value, status: bool) -> BTreeSet<String> {
+    let mut paths = owned_paths(old, status);
+    paths.extend(owned_paths(new, status));
+    paths.retain(|p| old.pointer(p) != new.pointer(p));
+    paths
+}
+
+/// The ownership after a write: the writer gains the changed fields (update) or exactly its applied set
+/// (apply); every other manager loses the fields whose values changed; empty entries disappear.
+fn owned_after(
+    entries: &[ManagedEntry],
+    old: &Value,
+    new: &Value,
+    status: bool,
+    ownership: Ownership,
+) -> Vec<ManagedEntry> {
+    let changed = changed_paths(old, new, status);
+    let (manager, apply, fields) = match ownership {
+        Ownership::Update(manager) => (manager, false, None),
+        Ownership::Apply(manager, fields) => (manager, true, Some(fields)),
+    };
+    let is_writer = |e: &ManagedEntry| e.manager == manager && e.apply == apply && e.status == status;
+    let mut result: Vec<ManagedEntry> = entries
+        .iter()
+        .filter(|e| !is_writer(e))
+        .cloned()
+        .map(|mut e| {
+            e.fields.retain(|f| !changed.iter().any(|c| overlaps(f, c)));
+            e
+        })
+        .filter(|e| !e.fields.is_empty())
+        .collect();
+    let previous = entries.iter().find(|e| is_writer(e));
+    let fields = match fields {
+        Some(applied) => applied,
+        None => {
+            let mut owned = previous.map(|e| e.fields.clone()).unwrap_or_default();
+            owned.retain(|f| new.pointer(f).is_some());
+            owned.extend(changed);
+            owned
+        }
+    };
+    if !fields.is_empty() {
+        let time = match previous {
+            Some(p) if p.fields == fields => p.time.clone(),
+            _ => now_rfc3339(),
+        };
+        result.push(ManagedEntry {
+            manager: manager.to_string(),
+            apply,
+            status,
+            time,
+            fields,
+        });
+    }
+    result
+}
+
+/// Without `force`, an apply may not change a value another manager owns.
+fn check_apply_conflicts(
+    entries: &[ManagedEntry],
+    manager: &str,
+    status: bool,
+    live: &Value,
+    config: &Value,
+    applied: &BTreeSet<String>,
+) -> Result<(), ApiError> {
+    let mut conflicts: Vec<(String, String)> = Vec::new();
+    for path in applied {
+        if config.pointer(path) == live.pointer(path) {
+            continue;
+        }
+        for entry in entries.iter().filter(|e| e.manager != manager && e.status == status) {
+            if entry.fields.iter().any(|f| overlaps(f, path)) {
+                conflicts.push((entry.manager.clone(), dotted(path)));
+            }
+        }
+    }
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    let n = conflicts.len();
+    let lines: Vec<String> = conflicts
+        .iter()
+        .map(|(m, f)| format!("conflict with \"{m}\": {f}"))
+        .collect();
+    let mut error = ApiError::new(
+        409,
+        "Conflict",
+        format!(
+            "Apply failed with {n} conflict{}: {}",
+            if n == 1 { "" } else { "s" },
+            lines.join("\n")
+        ),
+    );
+    error.details = json!({
+        "causes": conflicts.iter().map(|(m, f)| json!({
+            "reason": "FieldManagerConflict", "message": format!("conflict with \"{m}\""), "field": f
+        })).collect::<Vec<_>>()
+    });
+    Err(error)
+}
+
+/// `/spec/a~1b` as `.spec.a/b`.
+fn dotted(path: &str) -> String {
+    path.split('/')
+        .skip(1)
+        .map(|s| format!(".{}", s.replace("~1", "/").replace("~0", "~")))
+        .collect()
+}
+
+/// `managedFields` as the API server shows them (FieldsV1 with `f:` keys; lists are atomic here).
+fn render_managed_fields(entries: &[ManagedEntry], rt: &ResourceType) -> Vec<Value> {
+    entries
+        .iter()
+        .map(|e| {
+            let mut fields = json!({});
+            for path in &e.fields {
+                let mut node = &mut fields;
+                for segment in path.split('/').skip(1) {
+                    let key = format!("f:{}", segment.replace("~1", "/").replace("~0", "~"));
+                    node = node
+                        .as_object_mut()
+                        .expect("fieldsV1 nodes are objects")
+                        .entry(key)
+                        .or_insert_with(|| json!({}));
+                }
+            }
+            let mut entry = json!({
+                "manager": e.manager,
+                "operation": if e.apply { "Apply" } else { "Update" },
+                "apiVersion": rt.api_version(),
+                "time": e.time,
+                "fieldsType": "FieldsV1",
+                "fieldsV1": fields,
+            });
+            if e.status {
+                entry["subresource"] = json!("status");
+            }
+            entry
+        })
+        .collect()
 }
 
 fn remove_path(object: &mut Value, pointer: &str) {
@@ -1125,7 +1507,7 @@ mod tests {
                 &rt,
                 "default",
                 json!({"metadata": {"name": "s"}, "stringData": {"k": "v"}}),
-                false,
+                &Writer::by("test"),
             )
             .unwrap();
         assert_eq!(created["data"]["k"], "dg==");
@@ -1138,9 +1520,8 @@ mod tests {
                 "s",
                 PatchKind::Merge,
                 json!({"data": {"k": "dg=="}}),
-                None,
                 false,
-                false,
+                &Writer::by("test"),
             )
             .unwrap();
         assert_eq!(state.revision, rv);
@@ -1155,17 +1536,25 @@ mod tests {
         let mut state = State::new(StoreOptions::default());
         let rt = secrets(&state);
         state
-            .create(&rt, "default", json!({"metadata": {"name": "s"}}), false)
+            .create(&rt, "default", json!({"metadata": {"name": "s"}}), &Writer::by("test"))
             .unwrap();
         let add = json!([{"op": "test", "path": "/metadata/finalizers", "value": null}, {"op": "add", "path": "/metadata/finalizers", "value": ["x/f"]}]);
         state
-            .patch(&rt, "default", "s", PatchKind::Json, add.clone(), None, false, false)
+            .patch(
+                &rt,
+                "default",
+                "s",
+                PatchKind::Json,
+                add.clone(),
+                false,
+                &Writer::by("test"),
+            )
             .unwrap();
         let marked = state.delete(&rt, "default", "s", &json!({}), false).unwrap();
         assert!(matches!(marked, DeleteOutcome::Marked(ref o) if o["metadata"]["deletionTimestamp"].is_string()));
         let remove = json!([{"op": "test", "path": "/metadata/finalizers/0", "value": "x/f"}, {"op": "remove", "path": "/metadata/finalizers/0"}]);
         let (last, _) = state
-            .patch(&rt, "default", "s", PatchKind::Json, remove, None, false, false)
+            .patch(&rt, "default", "s", PatchKind::Json, remove, false, &Writer::by("test"))
             .unwrap();
         assert!(last["metadata"].get("finalizers").is_none());
         assert_eq!(state.get(&rt, "default", "s").unwrap_err().code, 404);
@@ -1174,6 +1563,105 @@ mod tests {
             types,
             vec!["DELETED", "MODIFIED", "MODIFIED"],
             "one DELETED, no MODIFIED before it"
+        );
+    }
+
+    fn apply(state: &mut State, manager: &str, force: bool, config: Value) -> Result<Value, ApiError> {
+        let rt = secrets(state);
+        let writer = Writer {
+            manager: Some(manager.into()),
+            force,
+            dry_run: false,
+        };
+        let config = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}}).merged(config);
+        state
+            .patch(&rt, "default", "s", PatchKind::Apply, config, false, &writer)
+            .map(|(o, _)| o)
+    }
+
+    trait Merged {
+        fn merged(self, other: Value) -> Value;
+    }
+
+    impl Merged for Value {
+        fn merged(mut self, other: Value) -> Value {
+            deep_merge(&mut self, &other);
+            self
+        }
+    }
+
+    #[test]
+    fn apply_conflicts_force_and_shared_ownership() {
+        let mut state = State::new(StoreOptions::default());
+        apply(
+            &mut state,
+            "a",
+            false,
+            json!({"metadata": {"labels": {"x": "1", "y": "1"}}}),
+        )
+        .unwrap();
+        // Same value: shared ownership, no conflict.
+        apply(&mut state, "b", false, json!({"metadata": {"labels": {"x": "1"}}})).unwrap();
+        // A different value for a field another manager owns: 409 naming the manager and the field.
+        let err = apply(&mut state, "b", false, json!({"metadata": {"labels": {"y": "2"}}})).unwrap_err();
+        assert_eq!(err.code, 409);
+        assert_eq!(
+            err.message,
+            "Apply failed with 1 conflict: conflict with \"a\": .metadata.labels.y"
+        );
+        assert_eq!(err.details["causes"][0]["reason"], "FieldManagerConflict");
+        // Forced: b takes y; a keeps only x, which it still shares with... nobody, since b dropped x.
+        let object = apply(&mut state, "b", true, json!({"metadata": {"labels": {"y": "2"}}})).unwrap();
+        assert_eq!(
+            object["metadata"]["labels"],
+            json!({"x": "1", "y": "2"}),
+            "x stays: a owns it"
+        );
+        let managed = object["metadata"]["managedFields"].as_array().unwrap();
+        let owner_of = |m: &str| {
+            managed
+                .iter()
+                .find(|e| e["manager"] == m)
+                .map(|e| e["fieldsV1"]["f:metadata"]["f:labels"].clone())
+        };
+        assert_eq!(owner_of("a"), Some(json!({"f:x": {}})));
+        assert_eq!(owner_of("b"), Some(json!({"f:y": {}})));
+        assert!(
+            managed
+                .iter()
+                .all(|e| e["operation"] == "Apply" && e["fieldsType"] == "FieldsV1")
+        );
+        // a stops applying x and nobody else owns it: removed.
+        let object = apply(&mut state, "a", false, json!({"metadata": {"labels": {}}})).unwrap();
+        assert_eq!(object["metadata"]["labels"], json!({"y": "2"}));
+    }
+
+    #[test]
+    fn updates_take_changed_fields_from_appliers() {
+        let mut state = State::new(StoreOptions::default());
+        let rt = secrets(&state);
+        apply(&mut state, "a", false, json!({"metadata": {"labels": {"x": "1"}}})).unwrap();
+        let (object, _) = state
+            .patch(
+                &rt,
+                "default",
+                "s",
+                PatchKind::Merge,
+                json!({"metadata": {"labels": {"x": "2"}}}),
+                false,
+                &Writer::by("kubectl-edit"),
+            )
+            .unwrap();
+        let managed = object["metadata"]["managedFields"].as_array().unwrap();
+        assert_eq!(managed.len(), 1, "a lost its only field: {managed:?}");
+        assert_eq!(managed[0]["manager"], "kubectl-edit");
+        assert_eq!(managed[0]["operation"], "Update");
+        // The updater now owns x, so a's apply of another value conflicts.
+        let err = apply(&mut state, "a", false, json!({"metadata": {"labels": {"x": "3"}}})).unwrap_err();
+        assert!(
+            err.message.contains("conflict with \"kubectl-edit\""),
+            "{}",
+            err.message
         );
     }
 }
