@@ -2,5 +2,7 @@
 //! true to their `WebhookSubscription` resources.
 
 pub mod api;
+pub mod clock;
+pub mod providers;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;

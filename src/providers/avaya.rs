@@ -1,0 +1,287 @@
+//! Avaya Infinity Events API (`/api/events/v1`): OAuth2 client credentials with scope
+//! `EVENT_NOTIFICATION`, subscriptions with `expiresIn`, `:renew` (optionally rotating the delivery
+//! token), RFC 7807 errors with `violations`. Every response echoes `transport.authToken`, so responses
+//! are parsed into JSON values whose token is immediately reduced to a fingerprint.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use reqwest::Method;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Map, Value, json};
+
+use super::auth::{TokenCache, TokenRequest};
+use super::http::{ApiClient, Call, RateLimiter, Reply};
+use super::{
+    AccountConfig, Desired, DesiredSpec, ErrorKind, Field, ProviderError, ProviderType, Remote, Result, WebhookApi,
+    fingerprint, string_or_list,
+};
+
+const PROVIDER: &str = "avaya";
+/// The page size the API allows at most.
+const PAGE_SIZE: u32 = 25;
+/// A bound on pages followed, in case `links.next` ever loops.
+const MAX_PAGES: usize = 10_000;
+
+/// The API and token URLs of a tenant (`customerId` is the subdomain of the tenant's portal).
+pub fn urls_for_customer(customer_id: &str) -> (String, String) {
+    (
+        format!("https://core.{customer_id}.ec.avayacloud.com/api/events/v1"),
+        format!("https://core.{customer_id}.ec.avayacloud.com/auth/realms/avaya/protocol/openid-connect/token"),
+    )
+}
+
+/// A client for one Avaya tenant.
+#[derive(Debug)]
+pub struct AvayaClient {
+    api: ApiClient,
+    base_url: String,
+}
+
+impl AvayaClient {
+    /// A client for `config` (base URL without a trailing slash).
+    pub fn new(config: AccountConfig) -> Self {
+        let tokens = TokenCache::new(
+            PROVIDER,
+            TokenRequest::ClientCredentials {
+                token_url: config.token_url.clone(),
+                client_id: config.client_id.clone(),
+                client_secret: config.client_secret.clone(),
+                scope: "EVENT_NOTIFICATION".into(),
+            },
+            config.http.clone(),
+            config.clock.clone(),
+        );
+        AvayaClient {
+            api: ApiClient::new(
+                PROVIDER,
+                config.http,
+                Arc::new(tokens),
+                RateLimiter::new(config.requests_per_second, config.burst),
+                config.retry,
+                Default::default(),
+                config.clock,
+            ),
+            base_url: config.base_url.trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// The account's HTTP layer (token cache, for tests and metrics).
+    pub fn api(&self) -> &ApiClient {
+        &self.api
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// `links.next` as an absolute URL (the API gives paths such as `/api/events/v1/subscriptions?...`).
+    fn absolute(&self, link: &str) -> String {
+        if link.starts_with("http://") || link.starts_with("https://") {
+            return link.to_string();
+        }
+        let origin_end = self
+            .base_url
+            .find("://")
+            .and_then(|scheme| self.base_url[scheme + 3..].find('/').map(|p| p + scheme + 3))
+            .unwrap_or(self.base_url.len());
+        format!("{}{link}", &self.base_url[..origin_end])
+    }
+
+    fn parse(&self, reply: &Reply, operation: &'static str) -> Result<Remote> {
+        let value: Value = reply.parse(PROVIDER, operation)?;
+        remote_from(&value, &self.api).ok_or_else(|| {
+            ProviderError::new(ErrorKind::Transient, PROVIDER, operation, "response has no subscriptionId")
+        })
+    }
+}
+
+fn avaya(desired: &Desired) -> Result<&super::AvayaDesired> {
+    match &desired.spec {
+        DesiredSpec::Avaya(a) => Ok(a),
+        _ => Err(ProviderError::new(
+            ErrorKind::Invalid,
+            PROVIDER,
+            "build",
+            "the subscription has no avaya block",
+        )),
+    }
+}
+
+/// A `Subscription` body in the operator's terms; the echoed token becomes a fingerprint.
+fn remote_from(value: &Value, api: &ApiClient) -> Option<Remote> {
+    let id = value["subscriptionId"].as_str()?.to_string();
+    let transport = &value["transport"];
+    let mut fields = BTreeMap::new();
+    if let Some(endpoint) = transport["endpoint"].as_str() {
+        fields.insert(Field::Endpoint, json!(endpoint));
+    }
+    let mut families = string_or_list(&value["family"]);
+    families.sort();
+    fields.insert(Field::Families, json!(families));
+    let mut events = string_or_list(&value["events"]);
+    events.sort();
+    fields.insert(Field::Events, json!(events));
+    if let Some(method) = transport["method"].as_str() {
+        fields.insert(Field::Method, json!(method));
+    }
+    if let Some(token) = transport["authToken"].as_str() {
+        fields.insert(Field::AuthToken, json!(fingerprint(&SecretString::from(token))));
+        if let Some(header) = transport["authTokenHeader"].as_str() {
+            fields.insert(Field::AuthTokenHeader, json!(header.to_ascii_lowercase()));
+        }
+    }
+    // `expiresIn` is computed when the response is built: the only reliable source of the expiry.
+    let expires_at = value["expiresIn"]
+        .as_i64()
+        .map(|seconds| api.clock().now() + jiff::SignedDuration::from_secs(seconds))
+        .or_else(|| value["expiresAt"].as_str().and_then(|s| s.parse().ok()));
+    Some(Remote {
+        id,
+        state: value["status"].as_str().unwrap_or("UNKNOWN").to_string(),
+        expires_at,
+        fields,
+        generated_secret: None,
+    })
+}
+
+fn transport(desired: &Desired, a: &super::AvayaDesired, fields: Option<&BTreeSet<Field>>) -> Map<String, Value> {
+    let wanted = |f: Field| fields.is_none_or(|set| set.contains(&f));
+    let mut t = Map::new();
+    if fields.is_none() {
+        t.insert("type".into(), json!("WEBHOOK"));
+    }
+    if wanted(Field::Method) {
+        t.insert("method".into(), json!(a.method));
+    }
+    if wanted(Field::Endpoint) {
+        t.insert("endpoint".into(), json!(desired.endpoint));
+    }
+    // authToken and authTokenHeader go together.
+    if let Some(token) = &a.auth_token
+        && (wanted(Field::AuthToken) || wanted(Field::AuthTokenHeader))
+    {
+        t.insert("authToken".into(), json!(token.expose_secret()));
+        t.insert("authTokenHeader".into(), json!(a.auth_token_header));
+    }
+    t
+}
+
+impl WebhookApi for AvayaClient {
+    fn provider(&self) -> ProviderType {
+        ProviderType::Avaya
+    }
+
+    fn check_credentials(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move { self.api.tokens().token().await.map(|_| ()) })
+    }
+
+    fn create<'a>(&'a self, desired: &'a Desired) -> BoxFuture<'a, Result<Remote>> {
+        Box::pin(async move {
+            let a = avaya(desired)?;
+            let body = json!({
+                "family": a.families,
+                "events": a.events,
+                "transport": transport(desired, a, None),
+            });
+            let call = Call::new("create", Method::POST, self.url("/subscriptions"))
+                .json(body)
+                .secrets(desired.secrets());
+            let reply = self.api.send(call).await?;
+            self.parse(&reply, "create")
+        })
+    }
+
+    fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Remote>> {
+        Box::pin(async move {
+            let reply = self
+                .api
+                .send(Call::new("get", Method::GET, self.url(&format!("/subscriptions/{id}"))))
+                .await?;
+            self.parse(&reply, "get")
+        })
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<Remote>>> {
+        Box::pin(async move {
+            let mut url = self.url(&format!("/subscriptions?pageNumber=1&pageSize={PAGE_SIZE}"));
+            let mut all = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            for _ in 0..MAX_PAGES {
+                if !seen.insert(url.clone()) {
+                    break;
+                }
+                let reply = self.api.send(Call::new("list", Method::GET, url.clone())).await?;
+                let page: Value = reply.parse(PROVIDER, "list")?;
+                for item in page["subscriptions"].as_array().into_iter().flatten() {
+                    if let Some(remote) = remote_from(item, &self.api) {
+                        all.push(remote);
+                    }
+                }
+                match page["links"]["next"].as_str().filter(|n| !n.is_empty()) {
+                    Some(next) => url = self.absolute(next),
+                    None => break,
+                }
+            }
+            Ok(all)
+        })
+    }
+
+    fn update<'a>(
+        &'a self,
+        id: &'a str,
+        desired: &'a Desired,
+        fields: &'a BTreeSet<Field>,
+    ) -> BoxFuture<'a, Result<Remote>> {
+        Box::pin(async move {
+            let a = avaya(desired)?;
+            let mut body = Map::new();
+            if fields.contains(&Field::Families) {
+                body.insert("family".into(), json!(a.families));
+            }
+            if fields.contains(&Field::Events) {
+                body.insert("events".into(), json!(a.events));
+            }
+            let t = transport(desired, a, Some(fields));
+            if !t.is_empty() {
+                body.insert("transport".into(), Value::Object(t));
+            }
+            let call = Call::new("update", Method::PATCH, self.url(&format!("/subscriptions/{id}")))
+                .json(Value::Object(body))
+                .secrets(desired.secrets());
+            let reply = self.api.send(call).await?;
+            self.parse(&reply, "update")
+        })
+    }
+
+    fn renew<'a>(&'a self, id: &'a str, auth_token: Option<&'a SecretString>) -> BoxFuture<'a, Result<Remote>> {
+        Box::pin(async move {
+            // Renewing twice is harmless, so the call may be retried.
+            let mut call =
+                Call::new("renew", Method::POST, self.url(&format!("/subscriptions/{id}:renew"))).idempotent(true);
+            if let Some(token) = auth_token {
+                call = call
+                    .json(json!({"transport": {"authToken": token.expose_secret()}}))
+                    .secrets([token.clone()]);
+            }
+            let reply = self.api.send(call).await?;
+            self.parse(&reply, "renew")
+        })
+    }
+
+    fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.api
+                .send(Call::new("delete", Method::DELETE, self.url(&format!("/subscriptions/{id}"))))
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn adoption_fields(&self) -> &'static [Field] {
+        // Avaya has no name or idempotency key: the same endpoint with the same families and events is
+        // taken to be the same subscription.
+        &[Field::Endpoint, Field::Families, Field::Events]
+    }
+}

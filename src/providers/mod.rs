@@ -1,0 +1,389 @@
+//! Remote webhook APIs behind one small trait: [`WebhookApi`]. Each provider module maps the
+//! provider-neutral [`Desired`] subscription to its wire format and its responses back to [`Remote`];
+//! `http` (rate limit, retries, classification) and `auth` (token caches) are shared.
+//!
+//! Secret values (tokens, signing secrets, secret headers) appear only in `SecretString`s; what is
+//! compared or reported is their [`fingerprint`].
+
+pub mod auth;
+pub mod authvia;
+pub mod avaya;
+pub mod error;
+pub mod http;
+pub mod vonage;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures::future::BoxFuture;
+use jiff::Timestamp;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Map, Value, json};
+
+pub use error::{ErrorKind, ProviderError, Result, Violation};
+
+/// The three supported APIs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProviderType {
+    /// Avaya Infinity Events API.
+    Avaya,
+    /// Vonage Contact Center (NewVoiceMedia) webhooks.
+    Vonage,
+    /// AuthVia subscriptions.
+    Authvia,
+}
+
+impl ProviderType {
+    /// The name used in specs, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderType::Avaya => "avaya",
+            ProviderType::Vonage => "vonage",
+            ProviderType::Authvia => "authvia",
+        }
+    }
+}
+
+/// A remote field the operator manages (the unit of drift detection and of partial updates).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Field {
+    /// Delivery URL (Avaya `transport.endpoint`, Vonage `url`, AuthVia `destination`).
+    Endpoint,
+    /// Avaya `family`.
+    Families,
+    /// Avaya and Vonage `events`.
+    Events,
+    /// Avaya `transport.method`.
+    Method,
+    /// Avaya `transport.authTokenHeader`.
+    AuthTokenHeader,
+    /// Avaya `transport.authToken` (echoed by Avaya, compared by fingerprint).
+    AuthToken,
+    /// Vonage `name`.
+    Name,
+    /// Vonage `enabled`.
+    Enabled,
+    /// Vonage and AuthVia signing `secret` (never read back).
+    Secret,
+    /// AuthVia `type`.
+    EventType,
+    /// AuthVia description.
+    Description,
+    /// AuthVia timeout.
+    Timeout,
+    /// AuthVia `attempts`.
+    Attempts,
+    /// AuthVia auto-disable switch.
+    AutoDisable,
+    /// AuthVia disable callback URL.
+    DisableCallbackUrl,
+    /// AuthVia `disabled`.
+    Disabled,
+    /// AuthVia `conditions`.
+    Conditions,
+    /// AuthVia static `headers` (values compared by fingerprint).
+    Headers,
+}
+
+/// A short, one-way fingerprint of a secret value (`sha256:` and 16 hex digits): enough to notice a
+/// change, useless for recovering the value.
+pub fn fingerprint(secret: &SecretString) -> String {
+    fingerprint_bytes(secret.expose_secret().as_bytes())
+}
+
+/// [`fingerprint`] of raw bytes.
+pub fn fingerprint_bytes(bytes: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let hex: String = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// What the operator wants on the provider, with secrets resolved from Kubernetes Secrets.
+#[derive(Clone, Debug)]
+pub struct Desired {
+    /// Delivery URL.
+    pub endpoint: String,
+    /// The provider-specific part.
+    pub spec: DesiredSpec,
+}
+
+/// The provider-specific part of [`Desired`].
+#[derive(Clone, Debug)]
+pub enum DesiredSpec {
+    /// Avaya Infinity.
+    Avaya(AvayaDesired),
+    /// Vonage Contact Center.
+    Vonage(VonageDesired),
+    /// AuthVia.
+    Authvia(AuthviaDesired),
+}
+
+/// Avaya subscription settings.
+#[derive(Clone, Debug)]
+pub struct AvayaDesired {
+    /// `family`.
+    pub families: Vec<String>,
+    /// `events`.
+    pub events: Vec<String>,
+    /// Delivery method, `POST` or `PUT`.
+    pub method: String,
+    /// The token Avaya sends with each delivery.
+    pub auth_token: Option<SecretString>,
+    /// The header that carries it.
+    pub auth_token_header: String,
+}
+
+/// Vonage subscription settings.
+#[derive(Clone, Debug)]
+pub struct VonageDesired {
+    /// Unique name (also the adoption key).
+    pub name: String,
+    /// Event types.
+    pub events: Vec<String>,
+    /// Whether notifications are sent.
+    pub enabled: bool,
+    /// Base64 signing secret; None lets Vonage generate one (returned once, at create).
+    pub secret: Option<SecretString>,
+}
+
+/// AuthVia subscription settings.
+#[derive(Clone, Debug)]
+pub struct AuthviaDesired {
+    /// Event type, e.g. `business_processes.update`.
+    pub event_type: String,
+    /// Purpose.
+    pub description: Option<String>,
+    /// Delivery timeout in seconds (5-15).
+    pub timeout_seconds: Option<i64>,
+    /// Attempts before auto-disable (0-50).
+    pub attempts: i64,
+    /// Whether AuthVia disables the subscription after `attempts` failures.
+    pub auto_disable: bool,
+    /// Called when AuthVia disables it.
+    pub disable_callback_url: Option<String>,
+    /// Administratively disabled.
+    pub disabled: bool,
+    /// Equality filters on event attributes.
+    pub conditions: Map<String, Value>,
+    /// Static delivery headers, name and value (values may come from Secrets).
+    pub headers: Vec<(String, SecretString)>,
+    /// HMAC signing secret (32-64 characters).
+    pub secret: Option<SecretString>,
+}
+
+fn sorted(values: &[String]) -> Value {
+    let mut v = values.to_vec();
+    v.sort();
+    v.dedup();
+    json!(v)
+}
+
+/// Headers in comparable form: name → fingerprint of the value.
+fn header_fingerprints<'a>(headers: impl IntoIterator<Item = (&'a str, &'a SecretString)>) -> Value {
+    let map: BTreeMap<String, String> = headers
+        .into_iter()
+        .map(|(name, value)| (name.to_ascii_lowercase(), fingerprint(value)))
+        .collect();
+    json!(map)
+}
+
+impl Desired {
+    /// The fields a provider reports back, in the form [`Remote::fields`] uses, for drift detection.
+    pub fn comparable(&self) -> BTreeMap<Field, Value> {
+        let mut fields = BTreeMap::from([(Field::Endpoint, json!(self.endpoint))]);
+        match &self.spec {
+            DesiredSpec::Avaya(a) => {
+                fields.insert(Field::Families, sorted(&a.families));
+                fields.insert(Field::Events, sorted(&a.events));
+                fields.insert(Field::Method, json!(a.method));
+                if let Some(token) = &a.auth_token {
+                    fields.insert(Field::AuthTokenHeader, json!(a.auth_token_header.to_ascii_lowercase()));
+                    fields.insert(Field::AuthToken, json!(fingerprint(token)));
+                }
+            }
+            DesiredSpec::Vonage(v) => {
+                fields.insert(Field::Name, json!(v.name));
+                fields.insert(Field::Events, sorted(&v.events));
+                fields.insert(Field::Enabled, json!(v.enabled));
+            }
+            DesiredSpec::Authvia(a) => {
+                fields.insert(Field::EventType, json!(a.event_type));
+                fields.insert(Field::Description, json!(a.description));
+                fields.insert(Field::Timeout, json!(a.timeout_seconds));
+                fields.insert(Field::Attempts, json!(a.attempts));
+                fields.insert(Field::AutoDisable, json!(a.auto_disable));
+                fields.insert(Field::DisableCallbackUrl, json!(a.disable_callback_url));
+                fields.insert(Field::Disabled, json!(a.disabled));
+                fields.insert(Field::Conditions, Value::Object(a.conditions.clone()));
+                fields.insert(
+                    Field::Headers,
+                    header_fingerprints(a.headers.iter().map(|(n, v)| (n.as_str(), v))),
+                );
+            }
+        }
+        fields
+    }
+
+    /// Every secret value in this subscription (for redaction).
+    pub fn secrets(&self) -> Vec<SecretString> {
+        match &self.spec {
+            DesiredSpec::Avaya(a) => a.auth_token.iter().cloned().collect(),
+            DesiredSpec::Vonage(v) => v.secret.iter().cloned().collect(),
+            DesiredSpec::Authvia(a) => a
+                .secret
+                .iter()
+                .cloned()
+                .chain(a.headers.iter().map(|(_, v)| v.clone()))
+                .collect(),
+        }
+    }
+
+    /// A fingerprint of all secret material, stored in status as `appliedSecretHash` to notice rotations.
+    pub fn secret_hash(&self) -> Option<String> {
+        let secrets = self.secrets();
+        if secrets.is_empty() {
+            return None;
+        }
+        let joined: Vec<u8> = secrets
+            .iter()
+            .flat_map(|s| {
+                let mut bytes = s.expose_secret().as_bytes().to_vec();
+                bytes.push(0);
+                bytes
+            })
+            .collect();
+        Some(fingerprint_bytes(&joined))
+    }
+}
+
+/// A subscription as the provider reports it. Secret values are not kept (only fingerprints), except a
+/// signing secret the provider generated, which the caller must store at once.
+#[derive(Clone, Debug)]
+pub struct Remote {
+    /// The provider's id.
+    pub id: String,
+    /// The provider's state, e.g. `ACTIVE`, `INACTIVE`, `Enabled`, `Disabled`.
+    pub state: String,
+    /// When it expires (providers with expiry), from the response's own `expiresIn`.
+    pub expires_at: Option<Timestamp>,
+    /// The managed fields as reported, in [`Desired::comparable`] form.
+    pub fields: BTreeMap<Field, Value>,
+    /// A secret the provider generated and returned once (Vonage create without a secret).
+    pub generated_secret: Option<SecretString>,
+}
+
+impl Remote {
+    /// Whether the provider says the subscription is not delivering.
+    pub fn is_inactive(&self) -> bool {
+        matches!(self.state.as_str(), "INACTIVE" | "Disabled")
+    }
+}
+
+/// The fields whose reported value differs from the desired one (fields the provider does not report,
+/// such as write-only secrets, never count as drift).
+pub fn drift(desired: &Desired, remote: &Remote) -> BTreeSet<Field> {
+    desired
+        .comparable()
+        .into_iter()
+        .filter(|(field, value)| remote.fields.get(field).is_some_and(|r| r != value))
+        .map(|(field, _)| field)
+        .collect()
+}
+
+/// The operations the controller needs from a provider account.
+pub trait WebhookApi: Send + Sync + std::fmt::Debug {
+    /// Which API this is.
+    fn provider(&self) -> ProviderType;
+
+    /// Obtains a token: whether the credentials work (the provider's `Ready`).
+    fn check_credentials(&self) -> BoxFuture<'_, Result<()>>;
+
+    /// Creates a subscription. Not idempotent: the caller guards against leaks.
+    fn create<'a>(&'a self, desired: &'a Desired) -> BoxFuture<'a, Result<Remote>>;
+
+    /// Reads one subscription (`NotFound` when it is gone).
+    fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Remote>>;
+
+    /// Every subscription of the account (all pages).
+    fn list(&self) -> BoxFuture<'_, Result<Vec<Remote>>>;
+
+    /// Sends only `fields` of `desired`.
+    fn update<'a>(&'a self, id: &'a str, desired: &'a Desired, fields: &'a BTreeSet<Field>)
+    -> BoxFuture<'a, Result<Remote>>;
+
+    /// Extends the lifetime (and reactivates), optionally rotating the delivery token.
+    fn renew<'a>(&'a self, id: &'a str, auth_token: Option<&'a SecretString>) -> BoxFuture<'a, Result<Remote>> {
+        let _ = (id, auth_token);
+        Box::pin(async move {
+            Err(ProviderError::new(
+                ErrorKind::Unsupported,
+                self.provider().as_str(),
+                "renew",
+                "this provider's subscriptions do not expire",
+            ))
+        })
+    }
+
+    /// Deletes a subscription (`NotFound` when it was already gone).
+    fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>>;
+
+    /// The fields that identify "the same subscription" for adoption and leak recovery.
+    fn adoption_fields(&self) -> &'static [Field];
+
+    /// Remote subscriptions that match `desired` on the adoption fields.
+    fn find_matches<'a>(&'a self, desired: &'a Desired) -> BoxFuture<'a, Result<Vec<Remote>>> {
+        Box::pin(async move {
+            let wanted = desired.comparable();
+            let keys = self.adoption_fields();
+            Ok(self
+                .list()
+                .await?
+                .into_iter()
+                .filter(|r| keys.iter().all(|k| r.fields.get(k) == wanted.get(k)))
+                .collect())
+        })
+    }
+}
+
+/// String or array of strings (Avaya's list example shows `family` as a plain string).
+pub(crate) fn string_or_list(value: &Value) -> Vec<String> {
+    match value {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// How to reach one provider account.
+#[derive(Clone)]
+pub struct AccountConfig {
+    /// API base URL, without a trailing slash.
+    pub base_url: String,
+    /// Token endpoint.
+    pub token_url: String,
+    /// Client id.
+    pub client_id: String,
+    /// Client secret (AuthVia: the signing secret key).
+    pub client_secret: SecretString,
+    /// Shared rate limit of the account.
+    pub requests_per_second: f64,
+    /// Burst of the rate limit.
+    pub burst: u32,
+    /// Retry rules.
+    pub retry: http::RetryPolicy,
+    /// The HTTP client.
+    pub http: reqwest::Client,
+    /// Time source for expiries and signatures.
+    pub clock: crate::clock::SharedClock,
+}
+
+impl std::fmt::Debug for AccountConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountConfig")
+            .field("base_url", &self.base_url)
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .field("requests_per_second", &self.requests_per_second)
+            .field("burst", &self.burst)
+            .finish_non_exhaustive()
+    }
+}
