@@ -44,8 +44,12 @@ pub enum TokenRequest {
 impl std::fmt::Debug for TokenRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (kind, url, client) = match self {
-            TokenRequest::ClientCredentials { token_url, client_id, .. } => ("client_credentials", token_url, client_id),
-            TokenRequest::AuthviaSigned { token_url, client_id, .. } => ("authvia_signed", token_url, client_id),
+            TokenRequest::ClientCredentials {
+                token_url, client_id, ..
+            } => ("client_credentials", token_url, client_id),
+            TokenRequest::AuthviaSigned {
+                token_url, client_id, ..
+            } => ("authvia_signed", token_url, client_id),
         };
         f.debug_struct("TokenRequest")
             .field("kind", &kind)
@@ -89,7 +93,8 @@ struct TokenResponse {
 
 #[derive(Deserialize)]
 struct OAuthError {
-    error: Option<String>,
+    /// A string (OAuth) or an object with a `message` (AuthVia-style).
+    error: Option<serde_json::Value>,
     error_description: Option<String>,
     message: Option<String>,
 }
@@ -211,7 +216,11 @@ impl TokenCache {
             let detail = serde_json::from_slice::<OAuthError>(&body)
                 .ok()
                 .and_then(|e| {
-                    let parts: Vec<String> = [e.error, e.error_description, e.message].into_iter().flatten().collect();
+                    let error = e.error.and_then(|v| match v {
+                        serde_json::Value::String(s) => Some(s),
+                        other => other.get("message").and_then(|m| m.as_str()).map(str::to_string),
+                    });
+                    let parts: Vec<String> = [error, e.error_description, e.message].into_iter().flatten().collect();
                     (!parts.is_empty()).then(|| parts.join(": "))
                 })
                 .unwrap_or_else(|| "no error description".into());

@@ -30,8 +30,7 @@ const PROVIDER: &str = "authvia";
 /// The public API.
 pub const DEFAULT_BASE_URL: &str = "https://api.authvia.com/v3";
 /// Scopes requested when the provider names none.
-pub const DEFAULT_SCOPES: &str =
-    "subscriptions:create subscriptions:read subscriptions:update subscriptions:delete";
+pub const DEFAULT_SCOPES: &str = "subscriptions:create subscriptions:read subscriptions:update subscriptions:delete";
 /// The token lifetime we ask for.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 

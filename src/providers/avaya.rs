@@ -92,7 +92,12 @@ impl AvayaClient {
     fn parse(&self, reply: &Reply, operation: &'static str) -> Result<Remote> {
         let value: Value = reply.parse(PROVIDER, operation)?;
         remote_from(&value, &self.api).ok_or_else(|| {
-            ProviderError::new(ErrorKind::Transient, PROVIDER, operation, "response has no subscriptionId")
+            ProviderError::new(
+                ErrorKind::Transient,
+                PROVIDER,
+                operation,
+                "response has no subscriptionId",
+            )
         })
     }
 }
@@ -273,7 +278,11 @@ impl WebhookApi for AvayaClient {
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             self.api
-                .send(Call::new("delete", Method::DELETE, self.url(&format!("/subscriptions/{id}"))))
+                .send(Call::new(
+                    "delete",
+                    Method::DELETE,
+                    self.url(&format!("/subscriptions/{id}")),
+                ))
                 .await
                 .map(|_| ())
         })

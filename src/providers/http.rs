@@ -155,7 +155,12 @@ pub struct Reply {
 
 impl std::fmt::Debug for Reply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Reply {{ status: {}, body: <{} bytes> }}", self.status, self.body.len())
+        write!(
+            f,
+            "Reply {{ status: {}, body: <{} bytes> }}",
+            self.status,
+            self.body.len()
+        )
     }
 }
 
@@ -168,7 +173,10 @@ impl Reply {
                 ErrorKind::Transient,
                 provider,
                 operation,
-                format!("unexpected response shape: {}", e.to_string().split(" at line").next().unwrap_or("")),
+                format!(
+                    "unexpected response shape: {}",
+                    e.to_string().split(" at line").next().unwrap_or("")
+                ),
             )
         })
     }
@@ -278,7 +286,12 @@ impl ApiClient {
             if let Some(body) = &call.body {
                 request = request.json(body);
             }
-            tracing::debug!(provider = self.provider, operation = call.operation, attempt, "provider call");
+            tracing::debug!(
+                provider = self.provider,
+                operation = call.operation,
+                attempt,
+                "provider call"
+            );
             let response = match request.send().await {
                 Ok(r) => r,
                 Err(e) => {
@@ -300,7 +313,12 @@ impl ApiClient {
                         tokio::time::sleep(self.policy.backoff(attempt)).await;
                         continue;
                     }
-                    return Err(self.error(&call, ErrorKind::Transient, Some(status), transport_reason(&e).to_string()));
+                    return Err(self.error(
+                        &call,
+                        ErrorKind::Transient,
+                        Some(status),
+                        transport_reason(&e).to_string(),
+                    ));
                 }
             };
             match status {
@@ -315,7 +333,11 @@ impl ApiClient {
                 429 => {
                     let wait = retry_after.unwrap_or_else(|| self.policy.backoff(attempt));
                     if attempt < self.policy.max_attempts && wait <= self.policy.max_retry_after {
-                        tracing::debug!(provider = self.provider, wait_ms = wait.as_millis() as u64, "rate limited; waiting");
+                        tracing::debug!(
+                            provider = self.provider,
+                            wait_ms = wait.as_millis() as u64,
+                            "rate limited; waiting"
+                        );
                         tokio::time::sleep(wait).await;
                         continue;
                     }
@@ -425,13 +447,19 @@ mod tests {
         let date = jiff::fmt::rfc2822::to_string(&later.to_zoned(jiff::tz::TimeZone::UTC)).unwrap();
         headers.insert(RETRY_AFTER, date.parse().unwrap());
         let wait = retry_after(&headers, &clock).unwrap();
-        assert!(wait > Duration::from_secs(28) && wait <= Duration::from_secs(30), "{wait:?}");
+        assert!(
+            wait > Duration::from_secs(28) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
     }
 
     #[test]
     fn redaction_removes_secret_values() {
         let secrets = vec![SecretString::from("tok-123456")];
-        assert_eq!(redact("bad token tok-123456 given", &secrets), "bad token [redacted] given");
+        assert_eq!(
+            redact("bad token tok-123456 given", &secrets),
+            "bad token [redacted] given"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -443,6 +471,9 @@ mod tests {
         }
         // Two from the burst, then one every 500 ms.
         let elapsed = start.elapsed();
-        assert!(elapsed >= Duration::from_millis(1000) && elapsed < Duration::from_millis(1100), "{elapsed:?}");
+        assert!(
+            elapsed >= Duration::from_millis(1000) && elapsed < Duration::from_millis(1100),
+            "{elapsed:?}"
+        );
     }
 }

@@ -307,8 +307,12 @@ pub trait WebhookApi: Send + Sync + std::fmt::Debug {
     fn list(&self) -> BoxFuture<'_, Result<Vec<Remote>>>;
 
     /// Sends only `fields` of `desired`.
-    fn update<'a>(&'a self, id: &'a str, desired: &'a Desired, fields: &'a BTreeSet<Field>)
-    -> BoxFuture<'a, Result<Remote>>;
+    fn update<'a>(
+        &'a self,
+        id: &'a str,
+        desired: &'a Desired,
+        fields: &'a BTreeSet<Field>,
+    ) -> BoxFuture<'a, Result<Remote>>;
 
     /// Extends the lifetime (and reactivates), optionally rotating the delivery token.
     fn renew<'a>(&'a self, id: &'a str, auth_token: Option<&'a SecretString>) -> BoxFuture<'a, Result<Remote>> {

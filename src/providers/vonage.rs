@@ -119,7 +119,12 @@ impl VonageClient {
     fn parse(reply: &Reply, operation: &'static str) -> Result<Remote> {
         let value: Value = reply.parse(PROVIDER, operation)?;
         remote_from(&value).ok_or_else(|| {
-            ProviderError::new(ErrorKind::Transient, PROVIDER, operation, "response has no subscriptionId")
+            ProviderError::new(
+                ErrorKind::Transient,
+                PROVIDER,
+                operation,
+                "response has no subscriptionId",
+            )
         })
     }
 
@@ -228,7 +233,11 @@ impl WebhookApi for VonageClient {
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             self.api
-                .send(Call::new("delete", Method::DELETE, self.url(&format!("/subscriptions/{id}"))))
+                .send(Call::new(
+                    "delete",
+                    Method::DELETE,
+                    self.url(&format!("/subscriptions/{id}")),
+                ))
                 .await
                 .map(|_| ())
         })

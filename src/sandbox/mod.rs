@@ -2,3 +2,5 @@
 //! run on one machine without a cluster or provider accounts. Behind the default `sandbox` feature.
 
 pub mod kube;
+pub mod providers;
+pub mod receiver;

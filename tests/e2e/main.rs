@@ -5,5 +5,6 @@ mod emulator;
 mod examples;
 mod invalid_objects;
 mod kubectl;
+mod providers;
 mod scale;
 mod support;
