@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod clock;
+pub mod controller;
 pub mod providers;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
