@@ -1,6 +1,8 @@
 //! The `webhook-operator` command line.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -18,6 +20,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the controller against a cluster (in-cluster configuration, $KUBECONFIG or --kubeconfig).
+    Run {
+        /// Kubeconfig to use instead of the in-cluster configuration.
+        #[arg(long, value_name = "PATH")]
+        kubeconfig: Option<PathBuf>,
+        /// Namespace that holds ClusterWebhookProviders' credentials Secrets (the operator's own).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "webhook-operator")]
+        cluster_resource_namespace: String,
+        /// How often an up-to-date subscription is compared with the provider (a Go duration);
+        /// the webhook-operator.dev/drift-check-interval annotation overrides it per object.
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        drift_check_interval: Duration,
+        /// How often providers' credentials are checked for their Ready condition.
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        provider_check_interval: Duration,
+    },
     /// Print the CustomResourceDefinitions as YAML (one document per CRD), or write one file each.
     Crds {
         /// Write `<name>.yaml` files into this directory instead of printing.
@@ -41,6 +59,17 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run {
+            kubeconfig,
+            cluster_resource_namespace,
+            drift_check_interval,
+            provider_check_interval,
+        } => run_controller(
+            kubeconfig,
+            cluster_resource_namespace,
+            drift_check_interval,
+            provider_check_interval,
+        ),
         Command::Crds { output_dir } => print_crds(output_dir),
         Command::Sandbox {
             api_only: _,
@@ -48,6 +77,59 @@ fn main() -> anyhow::Result<()> {
             port,
         } => run_api_only(kubeconfig, port),
     }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    webhook_operator::controller::plan::parse_go_duration(text)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("\"{text}\" is not a duration such as 30s, 10m or 1h30m"))
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+async fn kube_client(kubeconfig: Option<PathBuf>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(&path)
+                .with_context(|| format!("cannot read the kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default())
+                .await
+                .with_context(|| format!("the kubeconfig {} is not usable", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no Kubernetes configuration: not in a cluster and no usable $KUBECONFIG; pass --kubeconfig")?,
+    };
+    kube::Client::try_from(config).context("cannot build a Kubernetes client")
+}
+
+fn run_controller(
+    kubeconfig: Option<PathBuf>,
+    namespace: String,
+    drift_check_interval: Duration,
+    provider_check_interval: Duration,
+) -> anyhow::Result<()> {
+    init_logging();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let client = kube_client(kubeconfig).await?;
+        let mut config =
+            webhook_operator::controller::Config::new(&namespace, Arc::new(webhook_operator::clock::SystemClock));
+        config.drift_interval = drift_check_interval;
+        config.provider_check_interval = provider_check_interval;
+        tracing::info!(namespace = %namespace, "webhook-operator starting");
+        webhook_operator::controller::run(client, config, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await;
+        tracing::info!("webhook-operator stopped");
+        Ok(())
+    })
 }
 
 fn run_api_only(kubeconfig: PathBuf, port: u16) -> anyhow::Result<()> {

@@ -50,8 +50,16 @@ pub enum ReconcileError {
         message: String,
     },
     /// The Kubernetes API failed.
-    #[error("Kubernetes API: {0}")]
+    #[error("Kubernetes API: {}", kube_message(.0))]
     Kube(#[from] kube::Error),
+}
+
+/// A kube error in one line (its Display of an API error repeats the whole Status).
+fn kube_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} {}: {}", s.code, s.reason, s.message),
+        other => other.to_string(),
+    }
 }
 
 /// How to retry after an error.
@@ -111,7 +119,9 @@ impl ReconcileError {
 pub fn backoff(failures: u32) -> Duration {
     let base = Duration::from_secs(2).saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(10)));
     let capped = base.min(Duration::from_secs(300));
-    capped.mul_f64(0.8 + fastrand::f64() * 0.4).min(Duration::from_secs(300))
+    capped
+        .mul_f64(0.8 + fastrand::f64() * 0.4)
+        .min(Duration::from_secs(300))
 }
 
 #[cfg(test)]

@@ -168,8 +168,14 @@ fn inputs_of(sub: &WebhookSubscription, desired_hash: Option<&str>, provider: &s
         sub.meta().generation.unwrap_or(0),
         desired_hash.unwrap_or(""),
         provider,
-        sub.annotations().get(annotation::RECONCILE_REQUESTED_AT).map(String::as_str).unwrap_or(""),
-        sub.annotations().get(annotation::EXTERNAL_ID).map(String::as_str).unwrap_or(""),
+        sub.annotations()
+            .get(annotation::RECONCILE_REQUESTED_AT)
+            .map(String::as_str)
+            .unwrap_or(""),
+        sub.annotations()
+            .get(annotation::EXTERNAL_ID)
+            .map(String::as_str)
+            .unwrap_or(""),
     )
 }
 
@@ -197,7 +203,13 @@ async fn apply(sub: &WebhookSubscription, ctx: &Context) -> Result<Requeue, Reco
     let result = converge(sub, ctx, &annotations, &current, now, &uid).await;
     let mut next = current.clone();
     match result {
-        Ok(Some((applied, desired, facts))) => {
+        Ok(Converged::Held(wait)) => {
+            return Ok(wait.map_or_else(Requeue::await_change, |w| {
+                Requeue::requeue(w.max(Duration::from_millis(100)))
+            }));
+        }
+        Ok(Converged::Applied(done)) => {
+            let (applied, desired, facts) = *done;
             ctx.gates.lock().expect("gates").remove(&uid);
             next.observed_generation = Some(generation);
             next.subscription_id = Some(applied.id.clone());
@@ -219,36 +231,67 @@ async fn apply(sub: &WebhookSubscription, ctx: &Context) -> Result<Requeue, Reco
             }
             let state = next.remote_state.clone().unwrap_or_default();
             let (ready, reason, message) = if state == "INACTIVE" {
-                (false, "Expired", format!("subscription {} is INACTIVE at the provider", applied.id))
+                (
+                    false,
+                    "Expired",
+                    format!("subscription {} is INACTIVE at the provider", applied.id),
+                )
             } else if state == "PENDING" {
-                (false, "Creating", format!("subscription {} is PENDING at the provider", applied.id))
+                (
+                    false,
+                    "Creating",
+                    format!("subscription {} is PENDING at the provider", applied.id),
+                )
             } else {
                 (true, "Available", format!("subscription {} is {state}", applied.id))
             };
-            set_condition(&mut next.conditions, condition::READY, ready, reason, &message, generation, now);
+            set_condition(
+                &mut next.conditions,
+                condition::READY,
+                ready,
+                reason,
+                &message,
+                generation,
+                now,
+            );
             let synced = if applied.changed {
                 "the provider was brought in line with the spec"
             } else {
                 "the provider matches the spec"
             };
-            set_condition(&mut next.conditions, condition::SYNCED, true, "ReconcileSuccess", synced, generation, now);
+            set_condition(
+                &mut next.conditions,
+                condition::SYNCED,
+                true,
+                "ReconcileSuccess",
+                synced,
+                generation,
+                now,
+            );
         }
-        Ok(None) => {
-            // Up to date: nothing read, nothing written.
+        Ok(Converged::UpToDate) => {
+            // Nothing read, nothing written.
             ctx.gates.lock().expect("gates").remove(&uid);
         }
         Err((error, inputs)) => {
-            let retry = error.retry();
-            let failures = {
+            let (failures, wait) = {
                 let mut gates = ctx.gates.lock().expect("gates");
                 let failures = gates.get(&uid).map(|g| g.failures).unwrap_or(0) + 1;
-                let until = match retry {
+                let wait = match error.retry() {
                     Retry::OnChange => None,
-                    Retry::After(d) => Some(now + jiff::SignedDuration::try_from(d).unwrap_or_default()),
-                    Retry::Backoff => Some(now + jiff::SignedDuration::try_from(backoff(failures)).unwrap_or_default()),
+                    Retry::After(d) => Some(d),
+                    Retry::Backoff => Some(backoff(failures)),
                 };
-                gates.insert(uid.clone(), Gate { inputs, until, failures });
-                failures
+                let until = wait.map(|w| now + jiff::SignedDuration::try_from(w).unwrap_or_default());
+                gates.insert(
+                    uid.clone(),
+                    Gate {
+                        inputs,
+                        until,
+                        failures,
+                    },
+                );
+                (failures, wait)
             };
             tracing::info!(subscription = %sub.name_any(), reason = error.synced_reason(), error = %error, "reconcile failed");
             // Transient trouble leaves a working subscription Ready; anything that needs a fix does not.
@@ -288,14 +331,16 @@ async fn apply(sub: &WebhookSubscription, ctx: &Context) -> Result<Requeue, Reco
                 || condition_state(&current.conditions, condition::READY)
                     != condition_state(&next.conditions, condition::READY);
             if changed {
-                ctx.event(sub, EventType::Warning, error.synced_reason_or_ready(), error.to_string()).await;
+                ctx.event(
+                    sub,
+                    EventType::Warning,
+                    error.synced_reason_or_ready(),
+                    error.to_string(),
+                )
+                .await;
             }
             report(sub, ctx, &current, next).await?;
-            return Ok(match retry {
-                Retry::OnChange => Requeue::await_change(),
-                Retry::After(d) => Requeue::requeue(d),
-                Retry::Backoff => Requeue::requeue(backoff(failures)),
-            });
+            return Ok(wait.map_or_else(Requeue::await_change, Requeue::requeue));
         }
     }
     let ready_before = condition_state(&current.conditions, condition::READY);
@@ -309,11 +354,19 @@ async fn apply(sub: &WebhookSubscription, ctx: &Context) -> Result<Requeue, Reco
             .find(|c| c.type_ == condition::READY)
             .map(|c| c.message.clone())
             .unwrap_or_default();
-        let type_ = if status == "True" { EventType::Normal } else { EventType::Warning };
+        let type_ = if status == "True" {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
         ctx.event(sub, type_, reason, note).await;
     }
     report(sub, ctx, &current, next.clone()).await?;
-    Ok(Requeue::requeue(next_wake(&next, now, drift_interval(ctx, &annotations))))
+    Ok(Requeue::requeue(next_wake(
+        &next,
+        now,
+        drift_interval(ctx, &annotations),
+    )))
 }
 
 impl ReconcileError {
@@ -355,8 +408,12 @@ async fn report(
         "kind": WebhookSubscription::kind(&()),
         "status": next,
     });
-    api.patch_status(&sub.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&body))
-        .await?;
+    api.patch_status(
+        &sub.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
     Ok(())
 }
 
@@ -371,7 +428,15 @@ async fn annotate(sub: &WebhookSubscription, ctx: &Context, values: serde_json::
     Ok(())
 }
 
-type Converged = Option<(Applied, Desired, Facts)>;
+/// How a pass ended when it did not fail.
+enum Converged {
+    /// Up to date: nothing read, nothing to record.
+    UpToDate,
+    /// Held back after a failure with the same inputs: look again then (None: only on a change).
+    Held(Option<Duration>),
+    /// Something was read or changed.
+    Applied(Box<(Applied, Desired, Facts)>),
+}
 
 /// Observe, plan, act. `Ok(None)`: up to date, nothing to record. Errors carry the inputs they failed with.
 async fn converge(
@@ -386,7 +451,9 @@ async fn converge(
     let settings = observe::resolve_provider(&ctx.client, sub, &ctx.config.operator_namespace)
         .await
         .map_err(|e| (e, fallback_inputs.clone()))?;
-    let provider_type = settings.provider_type().map_err(|e| (e.into(), fallback_inputs.clone()))?;
+    let provider_type = settings
+        .provider_type()
+        .map_err(|e| (e.into(), fallback_inputs.clone()))?;
     let (client_id, client_secret) = observe::credentials(&ctx.client, &settings)
         .await
         .map_err(|e| (e, fallback_inputs.clone()))?;
@@ -406,7 +473,10 @@ async fn converge(
         && gate.inputs == inputs
         && gate.until.is_none_or(|until| now < until)
     {
-        return Ok(None);
+        let wait = gate
+            .until
+            .map(|until| Duration::try_from(until.duration_since(now)).unwrap_or(Duration::ZERO));
+        return Ok(Converged::Held(wait));
     }
 
     let facts = Facts {
@@ -422,7 +492,7 @@ async fn converge(
     };
     let fail = |e: ReconcileError| (e, inputs.clone());
     let observation = match plan::lookup(&facts) {
-        Lookup::Nothing => return Ok(None),
+        Lookup::Nothing => return Ok(Converged::UpToDate),
         Lookup::Get(id) => {
             tracing::debug!(subscription = %sub.name_any(), reason = facts.remote_check_reason(), "reading the remote subscription");
             match api.get(&id).await {
@@ -431,12 +501,19 @@ async fn converge(
                 Err(e) => return Err(fail(e.into())),
             }
         }
-        Lookup::Find(search) => Observation::Matches(search, api.find_matches(&desired).await.map_err(|e| fail(e.into()))?),
+        Lookup::Find(search) => {
+            Observation::Matches(search, api.find_matches(&desired).await.map_err(|e| fail(e.into()))?)
+        }
     };
-    ctx.last_remote_check.lock().expect("checks").insert(uid.to_string(), now);
+    ctx.last_remote_check
+        .lock()
+        .expect("checks")
+        .insert(uid.to_string(), now);
     let action = plan::decide(&facts, &desired, observation);
-    let applied = act(sub, ctx, api.as_ref(), &facts, &desired, action).await.map_err(fail)?;
-    Ok(Some((applied, desired, facts)))
+    let applied = act(sub, ctx, api.as_ref(), &facts, &desired, action)
+        .await
+        .map_err(fail)?;
+    Ok(Converged::Applied(Box::new((applied, desired, facts))))
 }
 
 fn field_names(fields: &BTreeSet<Field>) -> String {
@@ -482,12 +559,22 @@ async fn act(
             )
             .await?;
             let created = api.create(desired).await?;
-            annotate(sub, ctx, json!({annotation::EXTERNAL_ID: created.id, annotation::CREATE_PENDING: null})).await?;
+            annotate(
+                sub,
+                ctx,
+                json!({annotation::EXTERNAL_ID: created.id, annotation::CREATE_PENDING: null}),
+            )
+            .await?;
             if let Some(secret) = &created.generated_secret {
                 keep_generated_secret(sub, ctx, secret).await?;
             }
-            ctx.event(sub, EventType::Normal, "Created", format!("created {provider} subscription {}", created.id))
-                .await;
+            ctx.event(
+                sub,
+                EventType::Normal,
+                "Created",
+                format!("created {provider} subscription {}", created.id),
+            )
+            .await;
             Ok(Applied {
                 id: created.id.clone(),
                 remote: Some(created),
@@ -496,9 +583,19 @@ async fn act(
             })
         }
         Action::Adopt(remote) => {
-            annotate(sub, ctx, json!({annotation::EXTERNAL_ID: remote.id, annotation::CREATE_PENDING: null})).await?;
-            ctx.event(sub, EventType::Normal, "Adopted", format!("adopted existing {provider} subscription {}", remote.id))
-                .await;
+            annotate(
+                sub,
+                ctx,
+                json!({annotation::EXTERNAL_ID: remote.id, annotation::CREATE_PENDING: null}),
+            )
+            .await?;
+            ctx.event(
+                sub,
+                EventType::Normal,
+                "Adopted",
+                format!("adopted existing {provider} subscription {}", remote.id),
+            )
+            .await;
             // The adopted subscription's secrets are unknown: treat them as changed.
             let mut adopted_facts = facts.clone();
             adopted_facts.status.applied_secret_hash = None;
@@ -514,8 +611,13 @@ async fn act(
             let mut latest = remote;
             if !update.is_empty() {
                 latest = api.update(&id, desired, &update).await?;
-                ctx.event(sub, EventType::Normal, "Updated", format!("updated {provider} subscription {id}: {}", field_names(&update)))
-                    .await;
+                ctx.event(
+                    sub,
+                    EventType::Normal,
+                    "Updated",
+                    format!("updated {provider} subscription {id}: {}", field_names(&update)),
+                )
+                .await;
             }
             let mut renewed = false;
             if let Some(reason) = renew {
@@ -526,10 +628,19 @@ async fn act(
                 latest = api.renew(&id, token).await?;
                 renewed = true;
                 let (event_reason, note) = match reason {
-                    RenewReason::Rotation => ("Rotated", format!("renewed {provider} subscription {id} with the new token")),
-                    RenewReason::Reactivate => ("Reactivated", format!("{provider} subscription {id} was INACTIVE; renewed it")),
+                    RenewReason::Rotation => (
+                        "Rotated",
+                        format!("renewed {provider} subscription {id} with the new token"),
+                    ),
+                    RenewReason::Reactivate => (
+                        "Reactivated",
+                        format!("{provider} subscription {id} was INACTIVE; renewed it"),
+                    ),
                     RenewReason::Requested => ("Renewed", format!("renewed {provider} subscription {id} on request")),
-                    RenewReason::Due => ("Renewed", format!("renewed {provider} subscription {id} before it expires")),
+                    RenewReason::Due => (
+                        "Renewed",
+                        format!("renewed {provider} subscription {id} before it expires"),
+                    ),
                 };
                 ctx.event(sub, EventType::Normal, event_reason, note).await;
             }
@@ -544,9 +655,20 @@ async fn act(
 }
 
 /// Vonage returns a secret it generated once, at create: keep it in a Secret owned by the subscription.
-async fn keep_generated_secret(sub: &WebhookSubscription, ctx: &Context, secret: &SecretString) -> Result<(), kube::Error> {
+async fn keep_generated_secret(
+    sub: &WebhookSubscription,
+    ctx: &Context,
+    secret: &SecretString,
+) -> Result<(), kube::Error> {
     let name = observe::vonage_secret_name(sub);
-    observe::store_secret(&ctx.client, sub, &name, "secret", secrecy::ExposeSecret::expose_secret(secret)).await?;
+    observe::store_secret(
+        &ctx.client,
+        sub,
+        &name,
+        "secret",
+        secrecy::ExposeSecret::expose_secret(secret),
+    )
+    .await?;
     ctx.event(
         sub,
         EventType::Normal,
@@ -565,8 +687,13 @@ async fn cleanup(sub: &WebhookSubscription, ctx: &Context) -> Result<Requeue, Re
         .or_else(|| sub.status.as_ref().and_then(|s| s.subscription_id.clone()));
     if sub.spec.deletion_policy == DeletionPolicy::Orphan {
         if let Some(id) = &id {
-            ctx.event(sub, EventType::Normal, "Orphaned", format!("deletionPolicy is Orphan: remote subscription {id} is kept"))
-                .await;
+            ctx.event(
+                sub,
+                EventType::Normal,
+                "Orphaned",
+                format!("deletionPolicy is Orphan: remote subscription {id} is kept"),
+            )
+            .await;
         }
         return Ok(Requeue::await_change());
     }
@@ -613,7 +740,10 @@ async fn cleanup(sub: &WebhookSubscription, ctx: &Context) -> Result<Requeue, Re
                         sub,
                         EventType::Warning,
                         "AdoptionAmbiguous",
-                        format!("{} remote subscriptions match; none deleted, delete the leaked one at the provider", many.len()),
+                        format!(
+                            "{} remote subscriptions match; none deleted, delete the leaked one at the provider",
+                            many.len()
+                        ),
                     )
                     .await;
                     None
@@ -630,8 +760,13 @@ async fn cleanup(sub: &WebhookSubscription, ctx: &Context) -> Result<Requeue, Re
                 return Err(e.into());
             }
         }
-        ctx.event(sub, EventType::Normal, "Deleted", format!("deleted {} subscription {id}", provider_type.as_str()))
-            .await;
+        ctx.event(
+            sub,
+            EventType::Normal,
+            "Deleted",
+            format!("deleted {} subscription {id}", provider_type.as_str()),
+        )
+        .await;
     }
     Ok(Requeue::await_change())
 }
@@ -672,7 +807,15 @@ async fn provider_status(
                 }
                 _ => "Unreachable",
             };
-            set_condition(&mut next.conditions, condition::READY, false, reason, &e.to_string(), generation, now);
+            set_condition(
+                &mut next.conditions,
+                condition::READY,
+                false,
+                reason,
+                &e.to_string(),
+                generation,
+                now,
+            );
         }
     }
     next
@@ -681,13 +824,23 @@ async fn provider_status(
 /// Reconciles a namespaced provider's `Ready`.
 pub async fn reconcile_provider(p: Arc<WebhookProvider>, ctx: Arc<Context>) -> Result<Requeue, ControllerError> {
     let current = p.status.clone().unwrap_or_default();
-    let next = provider_status(&ctx, &ProviderSettings::namespaced(&p), p.meta().generation.unwrap_or(0), &current).await;
+    let next = provider_status(
+        &ctx,
+        &ProviderSettings::namespaced(&p),
+        p.meta().generation.unwrap_or(0),
+        &current,
+    )
+    .await;
     if next != current {
         let api: Api<WebhookProvider> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
         let body = json!({"apiVersion": WebhookProvider::api_version(&()), "kind": WebhookProvider::kind(&()), "status": next});
-        api.patch_status(&p.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&body))
-            .await
-            .map_err(|e| ControllerError(e.to_string()))?;
+        api.patch_status(
+            &p.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(|e| ControllerError(e.to_string()))?;
     }
     Ok(Requeue::requeue(ctx.config.provider_check_interval))
 }
@@ -703,9 +856,13 @@ pub async fn reconcile_cluster_provider(
     if next != current {
         let api: Api<ClusterWebhookProvider> = Api::all(ctx.client.clone());
         let body = json!({"apiVersion": ClusterWebhookProvider::api_version(&()), "kind": ClusterWebhookProvider::kind(&()), "status": next});
-        api.patch_status(&p.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&body))
-            .await
-            .map_err(|e| ControllerError(e.to_string()))?;
+        api.patch_status(
+            &p.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(|e| ControllerError(e.to_string()))?;
     }
     Ok(Requeue::requeue(ctx.config.provider_check_interval))
 }
@@ -726,6 +883,9 @@ pub async fn run(
     let subs: Api<WebhookSubscription> = Api::all(client.clone());
     let controller = Controller::new(subs, wc.clone());
     let store = controller.store();
+    let provider_controller = Controller::new(Api::<WebhookProvider>::all(client.clone()), wc.clone());
+    let cluster_provider_controller = Controller::new(Api::<ClusterWebhookProvider>::all(client.clone()), wc.clone());
+    let (provider_store, cluster_provider_store) = (provider_controller.store(), cluster_provider_controller.store());
     let (by_provider, by_cluster_provider, by_secret) = (store.clone(), store.clone(), store);
     let operator_namespace = config.operator_namespace.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -733,29 +893,38 @@ pub async fn run(
         let _ = rx.wait_for(|s| *s).await;
     };
     let subscriptions = controller
-        .watches(Api::<WebhookProvider>::all(client.clone()), wc.clone(), move |p: WebhookProvider| {
-            let ns = p.namespace().unwrap_or_default();
-            by_provider
-                .state()
-                .into_iter()
-                .filter(|s| {
-                    s.namespace().as_deref() == Some(&ns)
-                        && s.spec.provider_ref.kind == ProviderKind::WebhookProvider
-                        && s.spec.provider_ref.name == p.name_any()
-                })
-                .map(|s| ObjectRef::from_obj(&*s))
-                .collect::<Vec<_>>()
-        })
-        .watches(Api::<ClusterWebhookProvider>::all(client.clone()), wc.clone(), move |p: ClusterWebhookProvider| {
-            by_cluster_provider
-                .state()
-                .into_iter()
-                .filter(|s| {
-                    s.spec.provider_ref.kind == ProviderKind::ClusterWebhookProvider && s.spec.provider_ref.name == p.name_any()
-                })
-                .map(|s| ObjectRef::from_obj(&*s))
-                .collect::<Vec<_>>()
-        })
+        .watches(
+            Api::<WebhookProvider>::all(client.clone()),
+            wc.clone(),
+            move |p: WebhookProvider| {
+                let ns = p.namespace().unwrap_or_default();
+                by_provider
+                    .state()
+                    .into_iter()
+                    .filter(|s| {
+                        s.namespace().as_deref() == Some(&ns)
+                            && s.spec.provider_ref.kind == ProviderKind::WebhookProvider
+                            && s.spec.provider_ref.name == p.name_any()
+                    })
+                    .map(|s| ObjectRef::from_obj(&*s))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .watches(
+            Api::<ClusterWebhookProvider>::all(client.clone()),
+            wc.clone(),
+            move |p: ClusterWebhookProvider| {
+                by_cluster_provider
+                    .state()
+                    .into_iter()
+                    .filter(|s| {
+                        s.spec.provider_ref.kind == ProviderKind::ClusterWebhookProvider
+                            && s.spec.provider_ref.name == p.name_any()
+                    })
+                    .map(|s| ObjectRef::from_obj(&*s))
+                    .collect::<Vec<_>>()
+            },
+        )
         .watches(Api::<Secret>::all(client.clone()), wc.clone(), move |secret: Secret| {
             let ns = secret.namespace().unwrap_or_default();
             let name = secret.name_any();
@@ -765,9 +934,18 @@ pub async fn run(
                 .into_iter()
                 .filter(|s| {
                     let same_ns = s.namespace().as_deref() == Some(&ns);
-                    (same_ns && observe::referenced_secrets(s).contains(&name))
-                        || (s.spec.provider_ref.kind == ProviderKind::WebhookProvider && same_ns)
-                        || (s.spec.provider_ref.kind == ProviderKind::ClusterWebhookProvider && ns == operator_namespace)
+                    let provider = &s.spec.provider_ref.name;
+                    let credentials = match s.spec.provider_ref.kind {
+                        ProviderKind::WebhookProvider if same_ns => provider_store
+                            .get(&ObjectRef::new(provider).within(&ns))
+                            .map(|p| p.spec.credentials_secret_ref.name.clone()),
+                        ProviderKind::ClusterWebhookProvider if ns == operator_namespace => cluster_provider_store
+                            .get(&ObjectRef::new(provider))
+                            .map(|p| p.spec.credentials_secret_ref.name.clone()),
+                        _ => None,
+                    };
+                    credentials.as_deref() == Some(name.as_str())
+                        || (same_ns && observe::referenced_secrets(s).contains(&name))
                 })
                 .map(|s| ObjectRef::from_obj(&*s))
                 .collect::<Vec<_>>()
@@ -779,11 +957,11 @@ pub async fn run(
                 tracing::debug!(error = %e, "subscription controller");
             }
         });
-    let providers = Controller::new(Api::<WebhookProvider>::all(client.clone()), wc.clone())
+    let providers = provider_controller
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(reconcile_provider, provider_error_policy, ctx.clone())
         .for_each(|_| async {});
-    let cluster_providers = Controller::new(Api::<ClusterWebhookProvider>::all(client.clone()), wc)
+    let cluster_providers = cluster_provider_controller
         .graceful_shutdown_on(stopped(stop_rx))
         .run(reconcile_cluster_provider, provider_error_policy, ctx)
         .for_each(|_| async {});

@@ -96,10 +96,13 @@ impl ProviderSettings {
     }
 }
 
+/// A cached client and the fingerprint of the settings it was built from.
+type Account = (String, Arc<dyn WebhookApi>);
+
 /// Provider clients by account, rebuilt when the provider or its credentials change (token caches and
 /// rate limiters live as long as the account's settings do).
 pub struct ProviderRegistry {
-    clients: Mutex<HashMap<String, (String, Arc<dyn WebhookApi>)>>,
+    clients: Mutex<HashMap<String, Account>>,
     http: reqwest::Client,
     clock: SharedClock,
     retry: RetryPolicy,
@@ -288,7 +291,11 @@ pub async fn resolve_provider(
             };
             if let Some(selector) = &p.spec.namespace_selector {
                 let namespaces: Api<Namespace> = Api::all(client.clone());
-                let labels = namespaces.get_opt(&ns).await?.map(|n| n.labels().clone()).unwrap_or_default();
+                let labels = namespaces
+                    .get_opt(&ns)
+                    .await?
+                    .map(|n| n.labels().clone())
+                    .unwrap_or_default();
                 if !selector_matches(selector, &labels) {
                     return Err(ConfigError::provider(format!(
                         "ClusterWebhookProvider \"{name}\" does not admit namespace {ns} (its spec.namespaceSelector does not match the namespace's labels); ask the platform team to admit it, or use a WebhookProvider in this namespace"
@@ -317,7 +324,14 @@ pub async fn credentials(
         key: r.client_secret_key.clone(),
     };
     let id = secret_value(client, &settings.credentials_namespace, &id_selector, &used_by, true).await?;
-    let secret = secret_value(client, &settings.credentials_namespace, &secret_selector, &used_by, true).await?;
+    let secret = secret_value(
+        client,
+        &settings.credentials_namespace,
+        &secret_selector,
+        &used_by,
+        true,
+    )
+    .await?;
     Ok((id.expose_secret().to_string(), secret))
 }
 
@@ -341,7 +355,11 @@ async fn signing_secret(
         Err(ReconcileError::Config(_)) if source.generate => {
             let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
             let existing = secrets.get_opt(&selector.name).await?;
-            if existing.as_ref().is_some_and(|s| s.owner_references().iter().all(|o| o.uid != sub.uid().unwrap_or_default())) {
+            if existing.as_ref().is_some_and(|s| {
+                s.owner_references()
+                    .iter()
+                    .all(|o| o.uid != sub.uid().unwrap_or_default())
+            }) {
                 return Err(ConfigError::spec(format!(
                     "{field}: Secret {ns}/{} exists without key \"{}\" and is not owned by this subscription, so it is not generated into; add the key or use another Secret",
                     selector.name, selector.key
@@ -444,7 +462,13 @@ pub async fn desired(
                 families: a
                     .families
                     .iter()
-                    .map(|f| serde_json::to_value(f).expect("JSON").as_str().unwrap_or_default().to_string())
+                    .map(|f| {
+                        serde_json::to_value(f)
+                            .expect("JSON")
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string()
+                    })
                     .collect(),
                 events: a.events.clone(),
                 method: serde_json::to_value(a.method)
@@ -474,9 +498,9 @@ pub async fn desired(
         ProviderType::Authvia => {
             let a = spec.authvia.as_ref().expect("checked");
             let secret = match &a.signing_secret {
-                Some(source) => Some(
-                    signing_secret(client, sub, source, "spec.authvia.signingSecret", || random_text(48)).await?,
-                ),
+                Some(source) => {
+                    Some(signing_secret(client, sub, source, "spec.authvia.signingSecret", || random_text(48)).await?)
+                }
                 None => None,
             };
             let mut headers = Vec::new();

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::api::{ANNOTATION_PREFIX, AdoptionPolicy, RenewalPolicy, WebhookSubscriptionStatus, condition, find_condition};
+use crate::api::{
+    ANNOTATION_PREFIX, AdoptionPolicy, RenewalPolicy, WebhookSubscriptionStatus, condition, find_condition,
+};
 use crate::providers::{Desired, DesiredSpec, Field, Remote, drift};
 
 /// The operator's annotations on a subscription.
@@ -69,7 +71,9 @@ pub fn parse_go_duration(text: &str) -> Option<Duration> {
         let number_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
         let number: f64 = rest[..number_end].parse().ok()?;
         rest = &rest[number_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let scale = match &rest[..unit_end] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -137,7 +141,8 @@ impl Facts {
 
     fn drift_check_due(&self) -> bool {
         self.last_remote_check.is_none_or(|last| {
-            self.now.duration_since(last) >= SignedDuration::try_from(self.drift_interval).unwrap_or(SignedDuration::MAX)
+            self.now.duration_since(last)
+                >= SignedDuration::try_from(self.drift_interval).unwrap_or(SignedDuration::MAX)
         })
     }
 
@@ -347,7 +352,9 @@ pub fn renewal_time(
         Some(RenewalPolicy {
             renew_before: Some(before),
             ..
-        }) => parse_go_duration(before).map(|d| d.as_secs_f64()).unwrap_or(lifetime_secs / 3.0),
+        }) => parse_go_duration(before)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(lifetime_secs / 3.0),
         Some(RenewalPolicy {
             renew_before_percentage: Some(p),
             ..
@@ -439,13 +446,29 @@ mod tests {
 
     #[test]
     fn every_trigger_reads_the_remote_side() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Facts)>)> = vec![
+        type Change = Box<dyn Fn(&mut Facts)>;
+        let cases: Vec<(&str, Change)> = vec![
             ("spec changed", Box::new(|f| f.generation = 2)),
-            ("secret changed", Box::new(|f| f.secret_hash = Some("sha256:other".into()))),
-            ("external-id set", Box::new(|f| f.annotations.external_id = Some("id-2".into()))),
-            ("not ready", Box::new(|f| f.status.conditions[0].status = "False".into())),
-            ("reconcile requested", Box::new(|f| f.annotations.reconcile_requested = Some("t1".into()))),
-            ("renewal requested", Box::new(|f| f.annotations.renew_requested = Some("t1".into()))),
+            (
+                "secret changed",
+                Box::new(|f| f.secret_hash = Some("sha256:other".into())),
+            ),
+            (
+                "external-id set",
+                Box::new(|f| f.annotations.external_id = Some("id-2".into())),
+            ),
+            (
+                "not ready",
+                Box::new(|f| f.status.conditions[0].status = "False".into()),
+            ),
+            (
+                "reconcile requested",
+                Box::new(|f| f.annotations.reconcile_requested = Some("t1".into())),
+            ),
+            (
+                "renewal requested",
+                Box::new(|f| f.annotations.renew_requested = Some("t1".into())),
+            ),
             ("renewal due", Box::new(|f| f.now = ts("2026-01-01T12:10:00Z"))),
             ("drift check due", Box::new(|f| f.last_remote_check = None)),
         ];
@@ -482,23 +505,56 @@ mod tests {
         use AdoptionPolicy::*;
         use Search::*;
         assert!(matches!(decide_with(None, BeforeCreate, vec![]), Action::Create));
-        assert!(matches!(decide_with(None, BeforeCreate, one.clone()), Action::Blocked { reason: "AlreadyExists", .. }));
-        assert!(matches!(decide_with(Adopt, BeforeCreate, vec![]), Action::Blocked { reason: "NotFound", .. }));
-        assert!(matches!(decide_with(Adopt, BeforeCreate, one.clone()), Action::Adopt(_)));
-        assert!(matches!(decide_with(AdoptOrCreate, BeforeCreate, vec![]), Action::Create));
-        assert!(matches!(decide_with(AdoptOrCreate, BeforeCreate, one.clone()), Action::Adopt(_)));
-        assert!(matches!(decide_with(AdoptOrCreate, BeforeCreate, two.clone()), Action::Blocked { reason: "AdoptionAmbiguous", .. }));
+        assert!(matches!(
+            decide_with(None, BeforeCreate, one.clone()),
+            Action::Blocked {
+                reason: "AlreadyExists",
+                ..
+            }
+        ));
+        assert!(matches!(
+            decide_with(Adopt, BeforeCreate, vec![]),
+            Action::Blocked { reason: "NotFound", .. }
+        ));
+        assert!(matches!(
+            decide_with(Adopt, BeforeCreate, one.clone()),
+            Action::Adopt(_)
+        ));
+        assert!(matches!(
+            decide_with(AdoptOrCreate, BeforeCreate, vec![]),
+            Action::Create
+        ));
+        assert!(matches!(
+            decide_with(AdoptOrCreate, BeforeCreate, one.clone()),
+            Action::Adopt(_)
+        ));
+        assert!(matches!(
+            decide_with(AdoptOrCreate, BeforeCreate, two.clone()),
+            Action::Blocked {
+                reason: "AdoptionAmbiguous",
+                ..
+            }
+        ));
         // Leak recovery adopts its own single match whatever the policy, and never creates twice.
         assert!(matches!(decide_with(None, LeakRecovery, one), Action::Adopt(_)));
         assert!(matches!(decide_with(None, LeakRecovery, vec![]), Action::Create));
-        assert!(matches!(decide_with(None, LeakRecovery, two), Action::Blocked { reason: "AdoptionAmbiguous", .. }));
+        assert!(matches!(
+            decide_with(None, LeakRecovery, two),
+            Action::Blocked {
+                reason: "AdoptionAmbiguous",
+                ..
+            }
+        ));
     }
 
     #[test]
     fn converge_updates_only_changed_fields_and_renews_avaya_for_rotation() {
         let f = facts();
         let d = avaya("tok");
-        assert!(matches!(decide(&f, &d, Observation::Found(remote_for(&d, "ACTIVE"))), Action::Nothing(_)));
+        assert!(matches!(
+            decide(&f, &d, Observation::Found(remote_for(&d, "ACTIVE"))),
+            Action::Nothing(_)
+        ));
         assert!(matches!(decide(&f, &d, Observation::Gone), Action::Recreate));
 
         let mut moved = avaya("tok");
@@ -523,13 +579,19 @@ mod tests {
         // INACTIVE is reactivated through renew; due and requested renewals too.
         assert!(matches!(
             decide(&f, &d, Observation::Found(remote_for(&d, "INACTIVE"))),
-            Action::Converge { renew: Some(RenewReason::Reactivate), .. }
+            Action::Converge {
+                renew: Some(RenewReason::Reactivate),
+                ..
+            }
         ));
         let mut due = facts();
         due.now = ts("2026-01-01T12:10:01Z");
         assert!(matches!(
             decide(&due, &d, Observation::Found(remote_for(&d, "ACTIVE"))),
-            Action::Converge { renew: Some(RenewReason::Due), .. }
+            Action::Converge {
+                renew: Some(RenewReason::Due),
+                ..
+            }
         ));
     }
 
@@ -547,9 +609,15 @@ mod tests {
         let mut f = facts();
         f.secret_hash = d.secret_hash();
         let mut remote = remote_for(&d, "Enabled");
-        assert!(matches!(decide(&f, &d, Observation::Found(remote.clone())), Action::Converge { .. }));
+        assert!(matches!(
+            decide(&f, &d, Observation::Found(remote.clone())),
+            Action::Converge { .. }
+        ));
         f.status.applied_secret_hash = d.secret_hash();
-        assert!(matches!(decide(&f, &d, Observation::Found(remote.clone())), Action::Nothing(_)));
+        assert!(matches!(
+            decide(&f, &d, Observation::Found(remote.clone())),
+            Action::Nothing(_)
+        ));
         // Disabled behind our back: drift in `enabled`.
         remote.fields.insert(Field::Enabled, json!(false));
         match decide(&f, &d, Observation::Found(remote)) {
@@ -564,20 +632,33 @@ mod tests {
         let expires = ts("2026-01-01T00:15:00Z");
         let default = renewal_time(observed, expires, None, "uid-1");
         // Two thirds of 900 s = 600 s, minus up to 45 s of jitter.
-        assert!(default <= ts("2026-01-01T00:10:00Z") && default >= ts("2026-01-01T00:09:15Z"), "{default}");
-        assert_eq!(default, renewal_time(observed, expires, None, "uid-1"), "stable per object");
+        assert!(
+            default <= ts("2026-01-01T00:10:00Z") && default >= ts("2026-01-01T00:09:15Z"),
+            "{default}"
+        );
+        assert_eq!(
+            default,
+            renewal_time(observed, expires, None, "uid-1"),
+            "stable per object"
+        );
         let before = RenewalPolicy {
             renew_before: Some("2m".into()),
             renew_before_percentage: None,
         };
         let at = renewal_time(observed, expires, Some(&before), "uid-2");
-        assert!(at <= ts("2026-01-01T00:13:00Z") && at >= ts("2026-01-01T00:12:15Z"), "{at}");
+        assert!(
+            at <= ts("2026-01-01T00:13:00Z") && at >= ts("2026-01-01T00:12:15Z"),
+            "{at}"
+        );
         let percent = RenewalPolicy {
             renew_before: None,
             renew_before_percentage: Some(50),
         };
         let at = renewal_time(observed, expires, Some(&percent), "uid-3");
-        assert!(at <= ts("2026-01-01T00:07:30Z") && at >= ts("2026-01-01T00:06:45Z"), "{at}");
+        assert!(
+            at <= ts("2026-01-01T00:07:30Z") && at >= ts("2026-01-01T00:06:45Z"),
+            "{at}"
+        );
         // A renewBefore longer than the lifetime renews at once.
         let long = RenewalPolicy {
             renew_before: Some("1h".into()),

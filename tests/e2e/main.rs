@@ -5,6 +5,7 @@ mod emulator;
 mod examples;
 mod invalid_objects;
 mod kubectl;
+mod operator;
 mod providers;
 mod scale;
 mod support;
