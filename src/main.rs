@@ -42,22 +42,42 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         output_dir: Option<PathBuf>,
     },
-    /// Run the sandbox's emulated Kubernetes API on 127.0.0.1 until interrupted.
+    /// Run the whole system on this machine: an emulated Kubernetes API, simulators of the three providers,
+    /// a verifying webhook receiver and the controller, with the examples applied.
     Sandbox {
-        /// Start only the emulated Kubernetes API (the provider simulators and controller come later).
-        #[arg(long, required = true)]
+        /// Start only the emulated Kubernetes API (for pointing kubectl at it).
+        #[arg(long)]
         api_only: bool,
-        /// Where to write the kubeconfig that points at it.
+        /// Where to write the kubeconfig that points at the emulated API.
         #[arg(long, value_name = "PATH", default_value = "webhook-operator-sandbox.kubeconfig")]
         kubeconfig: PathBuf,
-        /// Port to listen on (0 picks a free one).
+        /// Port of the emulated API (0 picks a free one).
         #[arg(long, default_value_t = 0)]
         port: u16,
+        /// Lifetime of Avaya subscriptions in the simulator; short, so renewals show within a minute.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        lifetime: Duration,
+        /// How often each simulator delivers a test event to each subscription.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        delivery_interval: Duration,
+        /// Stop after this long (for scripts), printing a summary line per subscription.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        exit_after: Option<Duration>,
     },
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match dispatch(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the context chain joined, no backtrace.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run {
             kubeconfig,
@@ -72,11 +92,41 @@ fn main() -> anyhow::Result<()> {
         ),
         Command::Crds { output_dir } => print_crds(output_dir),
         Command::Sandbox {
-            api_only: _,
+            api_only: true,
             kubeconfig,
             port,
+            ..
         } => run_api_only(kubeconfig, port),
+        Command::Sandbox {
+            kubeconfig,
+            port,
+            lifetime,
+            delivery_interval,
+            exit_after,
+            ..
+        } => run_sandbox(webhook_operator::sandbox::system::SandboxOptions {
+            port,
+            kubeconfig,
+            lifetime,
+            delivery_interval,
+            exit_after,
+        }),
     }
+}
+
+/// Ctrl-C, or SIGTERM (what Kubernetes sends a pod).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -123,11 +173,29 @@ fn run_controller(
         config.drift_interval = drift_check_interval;
         config.provider_check_interval = provider_check_interval;
         tracing::info!(namespace = %namespace, "webhook-operator starting");
-        webhook_operator::controller::run(client, config, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await;
+        webhook_operator::controller::run(client, config, shutdown_signal()).await;
         tracing::info!("webhook-operator stopped");
+        Ok(())
+    })
+}
+
+fn run_sandbox(options: webhook_operator::sandbox::system::SandboxOptions) -> anyhow::Result<()> {
+    use webhook_operator::sandbox::system::{Sandbox, plain};
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let sandbox = Sandbox::start(options).await?;
+        println!("{}", sandbox.banner());
+        let rows = sandbox.run().await;
+        for row in &rows {
+            println!("{}", plain(row, true));
+        }
         Ok(())
     })
 }
@@ -152,7 +220,7 @@ fn run_api_only(kubeconfig: PathBuf, port: u16) -> anyhow::Result<()> {
             kubeconfig.display(),
             kubeconfig.display()
         );
-        tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")?;
+        webhook_operator::sandbox::system::shutdown_signal().await;
         emulator.stop().await;
         Ok(())
     })

@@ -4,3 +4,4 @@
 pub mod kube;
 pub mod providers;
 pub mod receiver;
+pub mod system;

@@ -7,5 +7,6 @@ mod invalid_objects;
 mod kubectl;
 mod operator;
 mod providers;
+mod sandbox;
 mod scale;
 mod support;

@@ -23,7 +23,7 @@ pub use error::ApiError;
 pub use http::{FaultAction, FaultRule, RequestRecord, ServerConfig, WatchControl, WatchDelivery};
 pub use store::{State, StoreOptions};
 
-use http::Shared;
+pub use http::Shared;
 
 /// How to start the emulated API server.
 #[derive(Clone, Debug)]
@@ -123,6 +123,11 @@ impl Emulator {
     pub fn client(&self) -> kube::Client {
         let config = kube::Config::new(self.url().parse().expect("server URL is a valid URI"));
         kube::Client::try_from(config).expect("client for the emulated API server")
+    }
+
+    /// A handle to the shared state that callbacks can keep (e.g. the sandbox receiver's resolver).
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
     }
 
     /// Direct access to the store (bypasses HTTP, still notifies watches).

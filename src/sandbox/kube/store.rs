@@ -560,6 +560,12 @@ impl State {
                 }
             }
             ("", "namespaces") => {
+                // The API server labels every namespace with its name (NamespaceDefaultLabelName, 1.21+).
+                let m = meta_mut(&mut object);
+                let labels = m.entry("labels").or_insert_with(|| json!({}));
+                if let Some(labels) = labels.as_object_mut() {
+                    labels.insert("kubernetes.io/metadata.name".into(), json!(name));
+                }
                 object["status"] = json!({"phase": if meta(&object).get("deletionTimestamp").is_some() { "Terminating" } else { "Active" }});
             }
             ("apiextensions.k8s.io", "customresourcedefinitions") => {

@@ -1,0 +1,612 @@
+//! `webhook-operator sandbox`: the whole system on one machine. The emulated Kubernetes API, the three
+//! provider simulators, a verifying webhook receiver and the controller (the same code as `run`); the
+//! CRDs and `examples/` are applied through the API as a user would, with the providers pointed at the
+//! simulators through their `baseUrl`/`tokenUrl` overrides.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use jiff::Timestamp;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+use super::kube::{Emulator, EmulatorOptions};
+use super::providers::authvia::AuthviaSimulator;
+use super::providers::avaya::AvayaSimulator;
+use super::providers::vonage::VonageSimulator;
+use super::receiver::{Expectation, Receiver};
+use crate::api::{WebhookSubscription, crds};
+use crate::clock::SystemClock;
+use crate::controller::{self, Config};
+
+/// The example manifests, compiled in so the sandbox runs from any directory.
+pub const EXAMPLES: [(&str, &str); 4] = [
+    ("00-namespace.yaml", include_str!("../../examples/00-namespace.yaml")),
+    ("avaya.yaml", include_str!("../../examples/avaya.yaml")),
+    ("vonage.yaml", include_str!("../../examples/vonage.yaml")),
+    ("authvia.yaml", include_str!("../../examples/authvia.yaml")),
+];
+
+/// The operator's namespace in the sandbox (ClusterWebhookProviders' Secrets live here).
+pub const OPERATOR_NAMESPACE: &str = "webhook-operator";
+const MANAGER: &str = "webhook-operator-sandbox";
+
+/// Sandbox settings.
+#[derive(Clone, Debug)]
+pub struct SandboxOptions {
+    /// Port of the emulated API (0: any free port).
+    pub port: u16,
+    /// Where the kubeconfig is written.
+    pub kubeconfig: PathBuf,
+    /// Lifetime of Avaya subscriptions in the simulator (short, so renewals show within a minute).
+    pub lifetime: Duration,
+    /// How often each simulator delivers a test event to each subscription.
+    pub delivery_interval: Duration,
+    /// Stop by itself after this long.
+    pub exit_after: Option<Duration>,
+}
+
+/// Why the sandbox could not start: one line for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The port is taken or not allowed.
+    #[error("cannot listen on 127.0.0.1:{port}: {reason}")]
+    Listen {
+        /// The port.
+        port: u16,
+        /// Why.
+        reason: std::io::Error,
+    },
+    /// The kubeconfig cannot be written.
+    #[error("cannot write the kubeconfig to {path}: {reason}")]
+    Kubeconfig {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        reason: std::io::Error,
+    },
+    /// A simulator or the receiver could not start.
+    #[error("cannot start {what}: {reason}")]
+    Component {
+        /// Which.
+        what: &'static str,
+        /// Why.
+        reason: std::io::Error,
+    },
+    /// The examples could not be applied.
+    #[error("cannot apply {what}: {message}")]
+    Apply {
+        /// Which document.
+        what: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// One subscription's line in the live view and the summary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    /// `namespace/name`.
+    pub name: String,
+    /// avaya, vonage or authvia.
+    pub provider: String,
+    /// Ready condition status.
+    pub ready: String,
+    /// Remote state.
+    pub state: String,
+    /// Time until expiry, or `-`.
+    pub expires: String,
+    /// Renewals so far.
+    pub renewals: i64,
+    /// Deliveries received.
+    pub deliveries: usize,
+    /// Of which verified.
+    pub verified: usize,
+    /// The last delivery's verdict.
+    pub last: String,
+}
+
+/// The running sandbox.
+pub struct Sandbox {
+    /// The emulated API server.
+    pub emulator: Emulator,
+    /// Avaya simulator.
+    pub avaya: AvayaSimulator,
+    /// Vonage simulator.
+    pub vonage: VonageSimulator,
+    /// AuthVia simulator.
+    pub authvia: AuthviaSimulator,
+    /// The verifying receiver.
+    pub receiver: Arc<Receiver>,
+    options: SandboxOptions,
+}
+
+fn documents() -> Result<Vec<Value>, SandboxError> {
+    let mut docs = Vec::new();
+    for (file, text) in EXAMPLES {
+        let parsed: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| SandboxError::Apply {
+            what: file.into(),
+            message: e.to_string(),
+        })?;
+        docs.extend(parsed.into_iter().filter(|d| d.is_object()));
+    }
+    Ok(docs)
+}
+
+/// The `clientId`/`clientSecret` of the credentials Secret a provider document names.
+fn credentials_of(docs: &[Value], provider: &Value) -> Option<(String, String)> {
+    let secret_name = provider["spec"]["credentialsSecretRef"]["name"].as_str()?;
+    let namespace = if provider["kind"] == "ClusterWebhookProvider" {
+        OPERATOR_NAMESPACE
+    } else {
+        provider["metadata"]["namespace"].as_str().unwrap_or("default")
+    };
+    let secret = docs.iter().find(|d| {
+        d["kind"] == "Secret"
+            && d["metadata"]["name"] == secret_name
+            && d["metadata"]["namespace"].as_str().unwrap_or("default") == namespace
+    })?;
+    let id_key = provider["spec"]["credentialsSecretRef"]["clientIdKey"]
+        .as_str()
+        .unwrap_or("clientId");
+    let secret_key = provider["spec"]["credentialsSecretRef"]["clientSecretKey"]
+        .as_str()
+        .unwrap_or("clientSecret");
+    Some((
+        secret["stringData"][id_key].as_str()?.to_string(),
+        secret["stringData"][secret_key].as_str()?.to_string(),
+    ))
+}
+
+fn provider_doc<'a>(docs: &'a [Value], block: &str) -> Option<&'a Value> {
+    docs.iter().find(|d| {
+        (d["kind"] == "WebhookProvider" || d["kind"] == "ClusterWebhookProvider") && d["spec"].get(block).is_some()
+    })
+}
+
+fn api_resource(doc: &Value) -> Option<(ApiResource, bool)> {
+    let (group, version) = match doc["apiVersion"].as_str()?.split_once('/') {
+        Some((g, v)) => (g.to_string(), v.to_string()),
+        None => (String::new(), doc["apiVersion"].as_str()?.to_string()),
+    };
+    let kind = doc["kind"].as_str()?;
+    let (plural, namespaced) = match kind {
+        "Namespace" => ("namespaces", false),
+        "Secret" => ("secrets", true),
+        "WebhookProvider" => ("webhookproviders", true),
+        "ClusterWebhookProvider" => ("clusterwebhookproviders", false),
+        "WebhookSubscription" => ("webhooksubscriptions", true),
+        _ => return None,
+    };
+    let gvk = GroupVersionKind::gvk(&group, &version, kind);
+    Some((ApiResource::from_gvk_with_plural(&gvk, plural), namespaced))
+}
+
+fn decoded(secret: &Value, key: &str) -> Option<String> {
+    let encoded = secret["data"][key].as_str()?;
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded).ok()?).ok()
+}
+
+fn url_path(url: &str) -> String {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    rest.find('/')
+        .map(|i| rest[i..].to_string())
+        .unwrap_or_else(|| "/".into())
+}
+
+impl Sandbox {
+    /// Starts every component and applies the CRDs and the examples.
+    pub async fn start(options: SandboxOptions) -> Result<Sandbox, SandboxError> {
+        let docs = documents()?;
+        let emulator = Emulator::start(EmulatorOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], options.port)),
+            ..Default::default()
+        })
+        .await
+        .map_err(|reason| SandboxError::Listen {
+            port: options.port,
+            reason,
+        })?;
+        emulator
+            .write_kubeconfig(&options.kubeconfig)
+            .map_err(|reason| SandboxError::Kubeconfig {
+                path: options.kubeconfig.clone(),
+                reason,
+            })?;
+        let local = SocketAddr::from(([127, 0, 0, 1], 0));
+        let component = |what| move |reason| SandboxError::Component { what, reason };
+        let receiver = Arc::new(
+            Receiver::start(local)
+                .await
+                .map_err(component("the webhook receiver"))?,
+        );
+        // The simulators accept exactly the credentials the examples' Secrets hold.
+        let creds = |block: &str| {
+            provider_doc(&docs, block)
+                .and_then(|p| credentials_of(&docs, p))
+                .unwrap_or_else(|| ("sandbox-client-id".into(), "sandbox-client-secret".into()))
+        };
+        let (avaya_id, avaya_secret) = creds("avaya");
+        let (vonage_id, vonage_secret) = creds("vonage");
+        let (authvia_id, authvia_secret) = creds("authvia");
+        let authvia_account = provider_doc(&docs, "authvia")
+            .and_then(|p| p["spec"]["authvia"]["accountId"].as_str())
+            .unwrap_or("AVSANDBOX")
+            .to_string();
+        let avaya = AvayaSimulator::start(local, &avaya_id, &avaya_secret, options.lifetime)
+            .await
+            .map_err(component("the Avaya simulator"))?;
+        let vonage = VonageSimulator::start(local, &vonage_id, &vonage_secret)
+            .await
+            .map_err(component("the Vonage simulator"))?;
+        let authvia = AuthviaSimulator::start(local, &authvia_account, &authvia_id, &authvia_secret)
+            .await
+            .map_err(component("the AuthVia simulator"))?;
+        for core in [&avaya.core, &vonage.core, &authvia.core] {
+            core.deliver_to(Some(receiver.url()));
+        }
+        let sandbox = Sandbox {
+            emulator,
+            avaya,
+            vonage,
+            authvia,
+            receiver,
+            options,
+        };
+        sandbox.install(docs).await?;
+        sandbox.receiver.set_resolver(sandbox.resolver());
+        Ok(sandbox)
+    }
+
+    /// Applies the CRDs (waiting until they are served) and the examples, providers rewritten to the simulators.
+    async fn install(&self, docs: Vec<Value>) -> Result<(), SandboxError> {
+        let client = self.emulator.client();
+        let apply_error = |what: String| {
+            move |e: kube::Error| SandboxError::Apply {
+                what,
+                message: e.to_string(),
+            }
+        };
+        let crd_api: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+            Api::all(client.clone());
+        for crd in crds() {
+            let name = kube::ResourceExt::name_any(&crd);
+            crd_api
+                .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd))
+                .await
+                .map_err(apply_error(format!("CustomResourceDefinition {name}")))?;
+        }
+        for mut doc in docs {
+            let kind = doc["kind"].as_str().unwrap_or_default().to_string();
+            let name = doc["metadata"]["name"].as_str().unwrap_or_default().to_string();
+            if let Some(spec) = doc["spec"].as_object_mut() {
+                if spec.contains_key("avaya") && kind.ends_with("WebhookProvider") {
+                    spec.insert(
+                        "avaya".into(),
+                        json!({"baseUrl": self.avaya.base_url(), "tokenUrl": self.avaya.token_url()}),
+                    );
+                }
+                if spec.contains_key("vonage") && kind.ends_with("WebhookProvider") {
+                    spec.insert(
+                        "vonage".into(),
+                        json!({"baseUrl": self.vonage.base_url(), "tokenUrl": self.vonage.token_url()}),
+                    );
+                }
+                if let Some(a) = spec.get_mut("authvia").filter(|_| kind.ends_with("WebhookProvider")) {
+                    a["baseUrl"] = json!(self.authvia.base_url());
+                }
+            }
+            let Some((resource, namespaced)) = api_resource(&doc) else {
+                return Err(SandboxError::Apply {
+                    what: format!("{kind} {name}"),
+                    message: "the sandbox applies only Namespaces, Secrets and webhook-operator kinds".into(),
+                });
+            };
+            let api: Api<DynamicObject> = if namespaced {
+                let ns = doc["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
+                Api::namespaced_with(client.clone(), &ns, &resource)
+            } else {
+                Api::all_with(client.clone(), &resource)
+            };
+            api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&doc))
+                .await
+                .map_err(apply_error(format!("{kind} {name}")))?;
+        }
+        Ok(())
+    }
+
+    /// What a delivery to a path must prove: read from the subscriptions and Secrets in the store, so a
+    /// rotation changes the expectation as it changes the provider.
+    fn resolver(&self) -> super::receiver::Resolver {
+        let shared = self.emulator.shared();
+        Arc::new(move |path: &str| {
+            shared.with_state(|state| {
+                let subs = state.resource("webhook-operator.dev", "v1alpha1", "webhooksubscriptions")?;
+                let secrets = state.resource("", "v1", "secrets")?;
+                let sub = state
+                    .objects_of(&subs)
+                    .into_iter()
+                    .find(|s| s["spec"]["endpoint"].as_str().is_some_and(|e| url_path(e) == path))?;
+                let ns = sub["metadata"]["namespace"].as_str()?.to_string();
+                let read = |selector: &Value| {
+                    let secret = state.get(&secrets, &ns, selector["name"].as_str()?).ok()?;
+                    decoded(&secret, selector["key"].as_str()?).map(SecretString::from)
+                };
+                let spec = &sub["spec"];
+                if let Some(a) = spec.get("avaya") {
+                    Some(Expectation::AvayaToken {
+                        header: a["authTokenHeader"].as_str().unwrap_or("auth-token").to_string(),
+                        token: read(&a["authToken"]["secretKeyRef"])?,
+                    })
+                } else if let Some(v) = spec.get("vonage") {
+                    let secret = match v.get("signingSecret") {
+                        Some(s) => read(&s["secretKeyRef"])?,
+                        None => {
+                            let name = format!("{}-vonage-signing", sub["metadata"]["name"].as_str()?);
+                            read(&json!({"name": name, "key": "secret"}))?
+                        }
+                    };
+                    Some(Expectation::VonageSecret(secret))
+                } else {
+                    let a = spec.get("authvia")?;
+                    Some(Expectation::AuthviaSecret(read(&a["signingSecret"]["secretKeyRef"])?))
+                }
+            })
+        })
+    }
+
+    /// The subscriptions as the live view shows them.
+    pub fn rows(&self) -> Vec<Row> {
+        let now = Timestamp::now();
+        let deliveries = self.receiver.deliveries();
+        let subs = self.emulator.with_state(|s| {
+            s.resource("webhook-operator.dev", "v1alpha1", "webhooksubscriptions")
+                .map(|rt| s.objects_of(&rt))
+                .unwrap_or_default()
+        });
+        let mut rows: Vec<Row> = subs
+            .into_iter()
+            .filter_map(|v| serde_json::from_value::<WebhookSubscription>(v).ok())
+            .map(|sub| {
+                let status = sub.status.clone().unwrap_or_default();
+                let path = url_path(&sub.spec.endpoint);
+                let mine: Vec<_> = deliveries.iter().filter(|d| d.path == path).collect();
+                let expires = status
+                    .expires_at
+                    .as_deref()
+                    .and_then(|t| t.parse::<Timestamp>().ok())
+                    .map(|t| {
+                        let secs = t.duration_since(now).as_secs();
+                        if secs >= 0 {
+                            format!("in {secs}s")
+                        } else {
+                            format!("{}s ago", -secs)
+                        }
+                    })
+                    .unwrap_or_else(|| "-".into());
+                Row {
+                    name: format!(
+                        "{}/{}",
+                        sub.metadata.namespace.clone().unwrap_or_default(),
+                        sub.metadata.name.clone().unwrap_or_default()
+                    ),
+                    provider: controller::block_type(&sub)
+                        .map(|p| p.as_str().to_string())
+                        .unwrap_or_default(),
+                    ready: status
+                        .conditions
+                        .iter()
+                        .find(|c| c.type_ == "Ready")
+                        .map(|c| {
+                            if c.status == "True" {
+                                c.status.clone()
+                            } else {
+                                format!("{} ({})", c.status, c.reason)
+                            }
+                        })
+                        .unwrap_or_else(|| "-".into()),
+                    state: status.remote_state.clone().unwrap_or_else(|| "-".into()),
+                    expires,
+                    renewals: status.renewal_count.unwrap_or(0),
+                    deliveries: mine.len(),
+                    verified: mine.iter().filter(|d| d.verified).count(),
+                    last: mine
+                        .last()
+                        .map(|d| {
+                            if d.verified {
+                                "verified".to_string()
+                            } else {
+                                d.reason.clone()
+                            }
+                        })
+                        .unwrap_or_else(|| "-".into()),
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| a.name.cmp(&b.name));
+        rows
+    }
+
+    /// Each simulator delivers a test event to each of its subscriptions.
+    pub async fn deliver_all(&self) {
+        for s in self.avaya.subscriptions() {
+            let _ = self.avaya.deliver(&s.id).await;
+        }
+        for s in self.vonage.subscriptions() {
+            let _ = self.vonage.deliver(&s.id).await;
+        }
+        for s in self.authvia.subscriptions() {
+            let _ = self.authvia.deliver(&s.id).await;
+        }
+    }
+
+    /// How to use it, printed once at start.
+    pub fn banner(&self) -> String {
+        let kubeconfig = self.options.kubeconfig.display();
+        format!(
+            "webhook-operator sandbox\n  Kubernetes API  {api} (emulated)\n  kubeconfig      {kubeconfig}\n  try             kubectl --kubeconfig {kubeconfig} get webhooksubscriptions -A -o wide\n  Avaya           {avaya} (token {avaya_token})\n  Vonage          {vonage} (token {vonage_token})\n  AuthVia         {authvia}\n  receiver        {receiver}\n  Avaya subscriptions live {lifetime}s here, so renewals show within a minute. Ctrl-C stops everything.\n",
+            api = self.emulator.url(),
+            avaya = self.avaya.base_url(),
+            avaya_token = self.avaya.token_url(),
+            vonage = self.vonage.base_url(),
+            vonage_token = self.vonage.token_url(),
+            authvia = self.authvia.base_url(),
+            receiver = self.receiver.url(),
+            lifetime = self.options.lifetime.as_secs(),
+        )
+    }
+
+    /// Runs the controller, deliveries and the live view until Ctrl-C or `exit_after`; returns the final rows.
+    pub async fn run(self) -> Vec<Row> {
+        let mut config = Config::new(OPERATOR_NAMESPACE, Arc::new(SystemClock));
+        config.drift_interval = Duration::from_secs(60);
+        config.instance = "sandbox".into();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let client = self.emulator.client();
+        let controller = tokio::spawn(controller::run(client, config, async {
+            let _ = stop_rx.await;
+        }));
+        let interactive = std::io::stdout().is_terminal();
+        let stop = async {
+            match self.options.exit_after {
+                Some(after) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(after) => {}
+                        _ = shutdown_signal() => {}
+                    }
+                }
+                None => shutdown_signal().await,
+            }
+        };
+        tokio::pin!(stop);
+        let mut deliveries = tokio::time::interval(self.options.delivery_interval);
+        let mut redraw = tokio::time::interval(Duration::from_secs(1));
+        let mut last_lines: BTreeMap<String, String> = BTreeMap::new();
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = deliveries.tick() => self.deliver_all().await,
+                _ = redraw.tick() => {
+                    let rows = self.rows();
+                    if interactive {
+                        let mut out = std::io::stdout().lock();
+                        let _ = write!(out, "\x1b[H\x1b[2J{}\n{}", self.banner(), table(&rows));
+                        let _ = out.flush();
+                    } else {
+                        // Plain output: one line per subscription whenever its line changes.
+                        for row in &rows {
+                            // The countdown alone is no news.
+                            let key = plain(&Row { expires: String::new(), ..row.clone() }, false);
+                            if last_lines.get(&row.name) != Some(&key) {
+                                println!("{}", plain(row, false));
+                                last_lines.insert(row.name.clone(), key);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let _ = stop_tx.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
+        let rows = self.rows();
+        self.emulator.stop().await;
+        self.receiver.stop();
+        rows
+    }
+}
+
+/// Ctrl-C, or SIGTERM on Unix.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The live view's table.
+pub fn table(rows: &[Row]) -> String {
+    let header = [
+        "SUBSCRIPTION",
+        "PROVIDER",
+        "READY",
+        "STATE",
+        "EXPIRES",
+        "RENEWALS",
+        "DELIVERIES",
+        "LAST DELIVERY",
+    ];
+    let cells: Vec<[String; 8]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.name.clone(),
+                r.provider.clone(),
+                r.ready.clone(),
+                r.state.clone(),
+                r.expires.clone(),
+                r.renewals.to_string(),
+                format!("{}/{} verified", r.verified, r.deliveries),
+                r.last.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &cells {
+        for (i, c) in row.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    let line = |cols: Vec<&str>| {
+        cols.iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = line(header.to_vec());
+    out.push('\n');
+    for row in &cells {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+        out.push('\n');
+    }
+    out
+}
+
+/// One row as `key=value` words (the plain view, and the summary when `summary` is set).
+pub fn plain(row: &Row, summary: bool) -> String {
+    format!(
+        "{}{} provider={} ready={} state={} expires={} renewals={} deliveries={} verified={} last={}",
+        if summary { "summary: " } else { "" },
+        row.name,
+        row.provider,
+        row.ready.replace(' ', ""),
+        row.state,
+        row.expires.replace(' ', ""),
+        row.renewals,
+        row.deliveries,
+        row.verified,
+        row.last.replace(' ', "_"),
+    )
+}

@@ -1,0 +1,136 @@
+//! `webhook-operator sandbox`, the real binary: every example subscription becomes Ready, Avaya renews,
+//! every provider's deliveries verify, and the process exits 0; bad input gets one line and a failure.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::repo_root;
+
+fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_webhook-operator"))
+}
+
+/// `namespace/name` of every WebhookSubscription in examples/.
+fn example_subscriptions() -> Vec<String> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(repo_root().join("examples")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+        for doc in docs.iter().filter(|d| d["kind"] == "WebhookSubscription") {
+            names.push(format!(
+                "{}/{}",
+                doc["metadata"]["namespace"].as_str().unwrap_or("default"),
+                doc["metadata"]["name"].as_str().unwrap()
+            ));
+        }
+    }
+    names.sort();
+    names
+}
+
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+}
+
+#[test]
+fn sandbox_runs_the_whole_system_and_exits_cleanly() {
+    let dir = tempdir();
+    let kubeconfig = dir.join("sandbox.kubeconfig");
+    let output = binary()
+        .args([
+            "sandbox",
+            "--exit-after",
+            "24s",
+            "--lifetime",
+            "12s",
+            "--delivery-interval",
+            "2s",
+            "--kubeconfig",
+        ])
+        .arg(&kubeconfig)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "exit {:?}\n{stdout}\n{stderr}", output.status);
+    assert!(
+        stdout.contains(&format!("kubeconfig      {}", kubeconfig.display())),
+        "{stdout}"
+    );
+    assert!(
+        std::fs::read_to_string(&kubeconfig)
+            .unwrap()
+            .contains("server: http://127.0.0.1:")
+    );
+
+    let summary: Vec<&str> = stdout.lines().filter(|l| l.starts_with("summary: ")).collect();
+    let names: Vec<String> = summary
+        .iter()
+        .map(|l| l.split_whitespace().nth(1).unwrap().to_string())
+        .collect();
+    assert_eq!(names, example_subscriptions(), "{stdout}");
+    let mut providers = Vec::new();
+    for line in &summary {
+        assert_eq!(field(line, "ready"), "True", "{line}");
+        assert!(
+            field(line, "verified").parse::<u32>().unwrap() >= 1,
+            "a verified delivery: {line}"
+        );
+        assert_eq!(
+            field(line, "verified"),
+            field(line, "deliveries"),
+            "every delivery verified: {line}"
+        );
+        if field(line, "provider") == "avaya" {
+            assert!(field(line, "renewals").parse::<u32>().unwrap() >= 1, "renewed: {line}");
+        }
+        providers.push(field(line, "provider").to_string());
+    }
+    providers.sort();
+    assert_eq!(providers, vec!["authvia", "avaya", "vonage"]);
+}
+
+#[test]
+fn sandbox_bad_input_gets_one_line_and_a_failure() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let dir = tempdir();
+    let output = binary()
+        .args(["sandbox", "--exit-after", "1s", "--port", &port, "--kubeconfig"])
+        .arg(dir.join("k"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+
+    // A kubeconfig path under a regular file cannot be written.
+    let file = dir.join("plain-file");
+    std::fs::write(&file, "x").unwrap();
+    let output = binary()
+        .args(["sandbox", "--exit-after", "1s", "--kubeconfig"])
+        .arg(file.join("kubeconfig"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("cannot write the kubeconfig to"), "{stderr}");
+
+    let output = binary().args(["sandbox", "--exit-after", "soon"]).output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("is not a duration such as 30s"));
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("whop-sandbox-{}-{}", std::process::id(), fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
