@@ -42,6 +42,7 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         output_dir: Option<PathBuf>,
     },
+    #[cfg(feature = "sandbox")]
     /// Run the whole system on this machine: an emulated Kubernetes API, simulators of the three providers,
     /// a verifying webhook receiver and the controller, with the examples applied.
     Sandbox {
@@ -91,12 +92,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             provider_check_interval,
         ),
         Command::Crds { output_dir } => print_crds(output_dir),
+        #[cfg(feature = "sandbox")]
         Command::Sandbox {
             api_only: true,
             kubeconfig,
             port,
             ..
         } => run_api_only(kubeconfig, port),
+        #[cfg(feature = "sandbox")]
         Command::Sandbox {
             kubeconfig,
             port,
@@ -112,21 +115,6 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             exit_after,
         }),
     }
-}
-
-/// Ctrl-C, or SIGTERM (what Kubernetes sends a pod).
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -173,12 +161,13 @@ fn run_controller(
         config.drift_interval = drift_check_interval;
         config.provider_check_interval = provider_check_interval;
         tracing::info!(namespace = %namespace, "webhook-operator starting");
-        webhook_operator::controller::run(client, config, shutdown_signal()).await;
+        webhook_operator::controller::run(client, config, webhook_operator::controller::shutdown_signal()).await;
         tracing::info!("webhook-operator stopped");
         Ok(())
     })
 }
 
+#[cfg(feature = "sandbox")]
 fn run_sandbox(options: webhook_operator::sandbox::system::SandboxOptions) -> anyhow::Result<()> {
     use webhook_operator::sandbox::system::{Sandbox, plain};
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -200,6 +189,7 @@ fn run_sandbox(options: webhook_operator::sandbox::system::SandboxOptions) -> an
     })
 }
 
+#[cfg(feature = "sandbox")]
 fn run_api_only(kubeconfig: PathBuf, port: u16) -> anyhow::Result<()> {
     use webhook_operator::sandbox::kube::{Emulator, EmulatorOptions};
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -220,7 +210,7 @@ fn run_api_only(kubeconfig: PathBuf, port: u16) -> anyhow::Result<()> {
             kubeconfig.display(),
             kubeconfig.display()
         );
-        webhook_operator::sandbox::system::shutdown_signal().await;
+        webhook_operator::controller::shutdown_signal().await;
         emulator.stop().await;
         Ok(())
     })

@@ -972,6 +972,21 @@ pub async fn run(
     futures::join!(subscriptions, providers, cluster_providers);
 }
 
+/// Ctrl-C, or SIGTERM (what Kubernetes sends a pod).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 /// Which API a subscription's spec block is for.
 pub fn block_type(sub: &WebhookSubscription) -> Option<ProviderType> {
     match (&sub.spec.avaya, &sub.spec.vonage, &sub.spec.authvia) {

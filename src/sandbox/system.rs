@@ -478,10 +478,10 @@ impl Sandbox {
                 Some(after) => {
                     tokio::select! {
                         _ = tokio::time::sleep(after) => {}
-                        _ = shutdown_signal() => {}
+                        _ = controller::shutdown_signal() => {}
                     }
                 }
-                None => shutdown_signal().await,
+                None => controller::shutdown_signal().await,
             }
         };
         tokio::pin!(stop);
@@ -518,28 +518,6 @@ impl Sandbox {
         self.emulator.stop().await;
         self.receiver.stop();
         rows
-    }
-}
-
-/// Ctrl-C, or SIGTERM on Unix.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -8,27 +8,11 @@ use std::time::Duration;
 use serde_json::json;
 use webhook_operator::sandbox::kube::{Emulator, EmulatorOptions};
 
-use crate::support::repo_root;
+use crate::support::{repo_root, tool_binary};
 
-/// The kubectl binary: `WEBHOOK_OPERATOR_KUBECTL`, or `.tools/bin/kubectl` from `scripts/fetch-tools`.
-/// Missing: a failure in CI (`CI=true`), a skip elsewhere.
+/// The kubectl binary (a failure in CI when missing, a skip elsewhere).
 fn kubectl_binary() -> Option<PathBuf> {
-    let path = std::env::var_os("WEBHOOK_OPERATOR_KUBECTL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".tools/bin/kubectl"));
-    if path.is_file() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "kubectl not found at {}; run scripts/fetch-tools (scripts/test does)",
-        path.display()
-    );
-    eprintln!(
-        "skipping: kubectl not found at {}; run scripts/fetch-tools",
-        path.display()
-    );
-    None
+    tool_binary("kubectl", "WEBHOOK_OPERATOR_KUBECTL")
 }
 
 struct Kubectl {

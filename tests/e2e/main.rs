@@ -1,8 +1,10 @@
 //! The one integration-test binary: modules per area, sharing `support`.
 
+mod cluster;
 mod crds;
 mod emulator;
 mod examples;
+mod helm;
 mod invalid_objects;
 mod kubectl;
 mod operator;
