@@ -7,3 +7,4 @@ pub mod controller;
 pub mod providers;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
+pub mod telemetry;

@@ -35,6 +35,12 @@ enum Command {
         /// How often providers' credentials are checked for their Ready condition.
         #[arg(long, default_value = "5m", value_parser = parse_duration)]
         provider_check_interval: Duration,
+        /// Where `/metrics`, `/healthz` and `/readyz` are served.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        metrics_addr: std::net::SocketAddr,
+        /// Log format: text or json.
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        log_format: String,
     },
     /// Print the CustomResourceDefinitions as YAML (one document per CRD), or write one file each.
     Crds {
@@ -85,12 +91,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             cluster_resource_namespace,
             drift_check_interval,
             provider_check_interval,
-        } => run_controller(
-            kubeconfig,
-            cluster_resource_namespace,
-            drift_check_interval,
-            provider_check_interval,
-        ),
+            metrics_addr,
+            log_format,
+        } => {
+            webhook_operator::telemetry::init_logging("info,kube_runtime=warn", log_format == "json");
+            run_controller(
+                kubeconfig,
+                cluster_resource_namespace,
+                drift_check_interval,
+                provider_check_interval,
+                metrics_addr,
+            )
+        }
         Command::Crds { output_dir } => print_crds(output_dir),
         #[cfg(feature = "sandbox")]
         Command::Sandbox {
@@ -123,12 +135,6 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("\"{text}\" is not a duration such as 30s, 10m or 1h30m"))
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
-}
-
 async fn kube_client(kubeconfig: Option<PathBuf>) -> anyhow::Result<kube::Client> {
     let config = match kubeconfig {
         Some(path) => {
@@ -150,12 +156,16 @@ fn run_controller(
     namespace: String,
     drift_check_interval: Duration,
     provider_check_interval: Duration,
+    metrics_addr: std::net::SocketAddr,
 ) -> anyhow::Result<()> {
-    init_logging();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let client = kube_client(kubeconfig).await?;
+        let served = webhook_operator::telemetry::serve(metrics_addr)
+            .await
+            .with_context(|| format!("cannot serve metrics on {metrics_addr}"))?;
+        tracing::info!(%served, "serving /metrics, /healthz and /readyz");
         let mut config =
             webhook_operator::controller::Config::new(&namespace, Arc::new(webhook_operator::clock::SystemClock));
         config.drift_interval = drift_check_interval;

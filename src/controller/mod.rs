@@ -143,16 +143,22 @@ fn provider_ref_display(sub: &WebhookSubscription) -> String {
 
 /// Reconciles one subscription (the finalizer protects remote cleanup).
 pub async fn reconcile(sub: Arc<WebhookSubscription>, ctx: Arc<Context>) -> Result<Requeue, ControllerError> {
+    let started = std::time::Instant::now();
     let ns = sub.namespace().unwrap_or_default();
     let api: Api<WebhookSubscription> = Api::namespaced(ctx.client.clone(), &ns);
-    finalizer(&api, FINALIZER, sub, |event| async {
+    let result = finalizer(&api, FINALIZER, sub, |event| async {
         match event {
             Finalizer::Apply(sub) => apply(&sub, &ctx).await,
-            Finalizer::Cleanup(sub) => cleanup(&sub, &ctx).await,
+            Finalizer::Cleanup(sub) => {
+                crate::telemetry::subscription(&sub.namespace().unwrap_or_default(), &sub.name_any(), None);
+                cleanup(&sub, &ctx).await
+            }
         }
     })
     .await
-    .map_err(|e| ControllerError(e.to_string()))
+    .map_err(|e| ControllerError(e.to_string()));
+    crate::telemetry::reconcile(started.elapsed(), result.as_ref().err().map(|_| "KubernetesError"));
+    result
 }
 
 /// Requeues after a Kubernetes API failure.
@@ -294,6 +300,7 @@ async fn apply(sub: &WebhookSubscription, ctx: &Context) -> Result<Requeue, Reco
                 (failures, wait)
             };
             tracing::info!(subscription = %sub.name_any(), reason = error.synced_reason(), error = %error, "reconcile failed");
+            crate::telemetry::reconcile_error(error.synced_reason_or_ready());
             // Transient trouble leaves a working subscription Ready; anything that needs a fix does not.
             let keeps_ready = matches!(&error, ReconcileError::Provider(p) if matches!(p.kind, ErrorKind::Transient | ErrorKind::RateLimited))
                 || matches!(error, ReconcileError::Kube(_));
@@ -392,13 +399,28 @@ fn next_wake(status: &WebhookSubscriptionStatus, now: Timestamp, drift: Duration
     renewal.map_or(drift, |r| r.min(drift)).max(Duration::from_millis(200))
 }
 
-/// Writes status by server-side apply, only when it changed.
+/// Writes status by server-side apply, only when it changed; keeps the subscription's gauges current.
 async fn report(
     sub: &WebhookSubscription,
     ctx: &Context,
     current: &WebhookSubscriptionStatus,
     next: WebhookSubscriptionStatus,
 ) -> Result<(), kube::Error> {
+    let epoch = |t: &Option<String>| {
+        t.as_deref()
+            .and_then(|t| t.parse::<Timestamp>().ok())
+            .map(|t| t.as_second() as f64)
+    };
+    crate::telemetry::subscription(
+        &sub.namespace().unwrap_or_default(),
+        &sub.name_any(),
+        Some(crate::telemetry::SubscriptionGauges {
+            provider: block_type(sub).map(|p| p.as_str().to_string()).unwrap_or_default(),
+            ready: condition_state(&next.conditions, condition::READY).map_or_else(|| "Unknown".into(), |c| c.0),
+            expiration: epoch(&next.expires_at),
+            renewal: epoch(&next.renewal_time),
+        }),
+    );
     if *current == next {
         return Ok(());
     }
@@ -888,6 +910,22 @@ pub async fn run(
     let (provider_store, cluster_provider_store) = (provider_controller.store(), cluster_provider_controller.store());
     let (by_provider, by_cluster_provider, by_secret) = (store.clone(), store.clone(), store);
     let operator_namespace = config.operator_namespace.clone();
+    let readiness = controller.store();
+    tokio::spawn(async move {
+        // kube-runtime's readiness signal wakes only its most recent waiter (the Controller also waits on
+        // it), so poll again until the value is memoized.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(500), readiness.wait_until_ready()).await {
+                Ok(Ok(())) => {
+                    tracing::info!("subscription cache synced; ready");
+                    crate::telemetry::health().set_ready();
+                    return;
+                }
+                Ok(Err(_)) => return,
+                Err(_) => {}
+            }
+        }
+    });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;

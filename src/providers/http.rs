@@ -293,8 +293,12 @@ impl ApiClient {
                 "provider call"
             );
             let response = match request.send().await {
-                Ok(r) => r,
+                Ok(r) => {
+                    crate::telemetry::provider_request(self.provider, call.operation, Some(r.status().as_u16()));
+                    r
+                }
                 Err(e) => {
+                    crate::telemetry::provider_request(self.provider, call.operation, None);
                     // A connect failure never reached the provider, so even a create may be repeated.
                     let safe = call.idempotent || e.is_connect();
                     if safe && attempt < self.policy.max_attempts {

@@ -85,6 +85,9 @@ fn chart_lints_renders_and_matches_the_generated_crds() {
     assert_eq!(args[0], "run");
     assert!(args.contains(&"--drift-check-interval=2m"), "{args:?}");
     assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert!(args.contains(&"--metrics-addr=0.0.0.0:8080"), "{args:?}");
     let env: Vec<&str> = container["env"]
         .as_array()
         .unwrap()

@@ -969,3 +969,70 @@ async fn errors_are_classified_without_retry_storms() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Plain GET over HTTP/1.1: status line and body.
+async fn http_get(addr: &str, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    Some(response)
+}
+
+#[tokio::test]
+async fn the_run_command_reconciles_and_serves_metrics() {
+    let env = Env::start(Duration::from_secs(600)).await;
+    env.secret(NS, "avaya-token", &[("token", AVAYA_TOKEN)]);
+    let dir = std::env::temp_dir().join(format!("whop-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    env.emu.write_kubeconfig(&kubeconfig).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics = format!("127.0.0.1:{port}");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_webhook-operator"))
+        .args([
+            "run",
+            "--cluster-resource-namespace",
+            "webhook-operator",
+            "--metrics-addr",
+            &metrics,
+            "--kubeconfig",
+        ])
+        .arg(&kubeconfig)
+        .kill_on_drop(true)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    env.create_sub(avaya_sub("from-binary", "/avaya/binary")).await;
+    env.wait_ready("from-binary").await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if http_get(&metrics, "/readyz")
+            .await
+            .is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "/readyz never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = http_get(&metrics, "/metrics").await.unwrap();
+    assert!(
+        body.contains(r#"webhook_operator_provider_requests_total{provider="avaya",operation="create",code="201"} 1"#),
+        "{body}"
+    );
+    assert!(body.contains(r#"webhook_operator_subscription_ready_status{namespace="default",name="from-binary",provider="avaya",condition="True"} 1"#), "{body}");
+    assert!(body.contains(
+        "webhook_operator_subscription_expiration_timestamp_seconds{namespace=\"default\",name=\"from-binary\""
+    ));
+    assert!(!body.contains(AVAYA_TOKEN) && !body.contains(AVAYA_SECRET));
+    child.kill().await.unwrap();
+}
