@@ -41,6 +41,13 @@ enum Command {
         /// Log format: text or json.
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         log_format: String,
+        /// Act only while holding the Lease `webhook-operator` in the operator's namespace (for several
+        /// replicas).
+        #[arg(long)]
+        leader_election: bool,
+        /// This replica's identity in the Lease.
+        #[arg(long, env = "POD_NAME", default_value = "webhook-operator")]
+        leader_election_id: String,
     },
     /// Print the CustomResourceDefinitions as YAML (one document per CRD), or write one file each.
     Crds {
@@ -93,15 +100,25 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             provider_check_interval,
             metrics_addr,
             log_format,
+            leader_election,
+            leader_election_id,
         } => {
             webhook_operator::telemetry::init_logging("info,kube_runtime=warn", log_format == "json");
-            run_controller(
-                kubeconfig,
-                cluster_resource_namespace,
-                drift_check_interval,
-                provider_check_interval,
-                metrics_addr,
-            )
+            let mut config = webhook_operator::controller::Config::new(
+                &cluster_resource_namespace,
+                Arc::new(webhook_operator::clock::SystemClock),
+            );
+            config.drift_interval = drift_check_interval;
+            config.provider_check_interval = provider_check_interval;
+            config.instance = leader_election_id.clone();
+            let election = leader_election.then(|| {
+                webhook_operator::controller::leader::Election::new(
+                    &cluster_resource_namespace,
+                    "webhook-operator",
+                    &leader_election_id,
+                )
+            });
+            run_controller(kubeconfig, config, metrics_addr, election)
         }
         Command::Crds { output_dir } => print_crds(output_dir),
         #[cfg(feature = "sandbox")]
@@ -153,10 +170,9 @@ async fn kube_client(kubeconfig: Option<PathBuf>) -> anyhow::Result<kube::Client
 
 fn run_controller(
     kubeconfig: Option<PathBuf>,
-    namespace: String,
-    drift_check_interval: Duration,
-    provider_check_interval: Duration,
+    config: webhook_operator::controller::Config,
     metrics_addr: std::net::SocketAddr,
+    election: Option<webhook_operator::controller::leader::Election>,
 ) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -166,12 +182,32 @@ fn run_controller(
             .await
             .with_context(|| format!("cannot serve metrics on {metrics_addr}"))?;
         tracing::info!(%served, "serving /metrics, /healthz and /readyz");
-        let mut config =
-            webhook_operator::controller::Config::new(&namespace, Arc::new(webhook_operator::clock::SystemClock));
-        config.drift_interval = drift_check_interval;
-        config.provider_check_interval = provider_check_interval;
-        tracing::info!(namespace = %namespace, "webhook-operator starting");
-        webhook_operator::controller::run(client, config, webhook_operator::controller::shutdown_signal()).await;
+        tracing::info!(namespace = %config.operator_namespace, "webhook-operator starting");
+        match election {
+            None => {
+                webhook_operator::controller::run(client, config, webhook_operator::controller::shutdown_signal()).await
+            }
+            Some(election) => {
+                // A follower is healthy and ready to take over; only the leader acts.
+                webhook_operator::telemetry::health().set_ready();
+                let clock = config.clock.clone();
+                let leader_client = client.clone();
+                webhook_operator::controller::leader::run_elected(
+                    leader_client,
+                    election,
+                    clock,
+                    webhook_operator::controller::shutdown_signal(),
+                    move |stop| async move {
+                        webhook_operator::controller::run(client, config, async {
+                            let _ = stop.await;
+                        })
+                        .await
+                    },
+                )
+                .await
+                .context("stopping so that a new process campaigns again")?;
+            }
+        }
         tracing::info!("webhook-operator stopped");
         Ok(())
     })

@@ -6,6 +6,7 @@
 //! (only when it differs) and one Event per real transition.
 
 pub mod error;
+pub mod leader;
 pub mod observe;
 pub mod plan;
 pub mod status;

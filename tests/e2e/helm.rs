@@ -84,7 +84,26 @@ fn chart_lints_renders_and_matches_the_generated_crds() {
         .collect();
     assert_eq!(args[0], "run");
     assert!(args.contains(&"--drift-check-interval=2m"), "{args:?}");
-    assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
+    assert!(args.contains(&"--leader-election"), "{args:?}");
+    let lease_role = of_kind("Role").next().expect("a Role for the Lease");
+    assert_eq!(lease_role["metadata"]["namespace"], "webhook-operator");
+    let lease_verbs = rules_for(lease_role, "coordination.k8s.io", "leases");
+    for verb in ["get", "create", "update"] {
+        assert!(lease_verbs.contains(&verb), "{verb} leases");
+    }
+    // Without leader election: no Role, and never two pods at once.
+    let single = helm(&[
+        "template",
+        "demo",
+        "charts/webhook-operator",
+        "--set",
+        "leaderElection.enabled=false",
+    ])
+    .unwrap();
+    let single: Vec<Value> = serde_saphyr::from_multiple(&single).unwrap();
+    assert!(single.iter().all(|d| d["kind"] != "Role"));
+    let single_deployment = single.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    assert_eq!(single_deployment["spec"]["strategy"]["type"], "Recreate");
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert!(args.contains(&"--metrics-addr=0.0.0.0:8080"), "{args:?}");

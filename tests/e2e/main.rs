@@ -7,6 +7,7 @@ mod examples;
 mod helm;
 mod invalid_objects;
 mod kubectl;
+mod leader;
 mod operator;
 mod providers;
 mod sandbox;

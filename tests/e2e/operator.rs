@@ -1004,11 +1004,14 @@ async fn the_run_command_reconciles_and_serves_metrics() {
             "webhook-operator",
             "--metrics-addr",
             &metrics,
+            "--leader-election",
+            "--leader-election-id",
+            "replica-0",
             "--kubeconfig",
         ])
         .arg(&kubeconfig)
         .kill_on_drop(true)
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("operator.log")).unwrap())
         .spawn()
         .unwrap();
     env.create_sub(avaya_sub("from-binary", "/avaya/binary")).await;
@@ -1034,5 +1037,19 @@ async fn the_run_command_reconciles_and_serves_metrics() {
         "webhook_operator_subscription_expiration_timestamp_seconds{namespace=\"default\",name=\"from-binary\""
     ));
     assert!(!body.contains(AVAYA_TOKEN) && !body.contains(AVAYA_SECRET));
+    let lease = env
+        .emu
+        .get(
+            "coordination.k8s.io",
+            "v1",
+            "leases",
+            "webhook-operator",
+            "webhook-operator",
+        )
+        .unwrap();
+    assert_eq!(
+        lease["spec"]["holderIdentity"], "replica-0",
+        "it acted as the elected leader"
+    );
     child.kill().await.unwrap();
 }
