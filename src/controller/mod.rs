@@ -87,6 +87,9 @@ pub struct Context {
     recorder: Recorder,
     last_remote_check: Mutex<HashMap<String, Timestamp>>,
     gates: Mutex<HashMap<String, Gate>>,
+    /// The status last written per subscription: the watch cache can lag behind our own write, and a
+    /// stale status would make the next pass redo what was just done.
+    written: Mutex<HashMap<String, WebhookSubscriptionStatus>>,
 }
 
 impl Context {
@@ -103,6 +106,7 @@ impl Context {
             config,
             last_remote_check: Mutex::new(HashMap::new()),
             gates: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
         })
     }
 
@@ -152,6 +156,7 @@ pub async fn reconcile(sub: Arc<WebhookSubscription>, ctx: Arc<Context>) -> Resu
             Finalizer::Apply(sub) => apply(&sub, &ctx).await,
             Finalizer::Cleanup(sub) => {
                 crate::telemetry::subscription(&sub.namespace().unwrap_or_default(), &sub.name_any(), None);
+                ctx.written.lock().expect("written").remove(&observe::uid_of(&*sub));
                 cleanup(&sub, &ctx).await
             }
         }
@@ -190,7 +195,13 @@ async fn apply(sub: &WebhookSubscription, ctx: &Context) -> Result<Requeue, Reco
     let now = ctx.config.clock.now();
     let uid = observe::uid_of(sub);
     let annotations = Annotations::parse(sub.annotations());
-    let current = sub.status.clone().unwrap_or_default();
+    let current = ctx
+        .written
+        .lock()
+        .expect("written")
+        .get(&uid)
+        .cloned()
+        .unwrap_or_else(|| sub.status.clone().unwrap_or_default());
     let generation = sub.meta().generation.unwrap_or(0);
     if annotations.paused {
         let mut next = current.clone();
@@ -437,6 +448,7 @@ async fn report(
         &Patch::Apply(&body),
     )
     .await?;
+    ctx.written.lock().expect("written").insert(observe::uid_of(sub), next);
     Ok(())
 }
 

@@ -372,6 +372,12 @@ async fn each_provider_becomes_ready_and_steady_state_is_silent() {
             .clone();
     assert_eq!(owner, json!(presence.uid().unwrap()));
     assert!(env.event_reasons("agents").contains(&"Created".to_string()));
+    // The pass after the create (woken by the operator's own annotation write) sees its own status, even
+    // when the watch cache lags: no spurious renew or rotation.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(env.avaya.subscription(&id).unwrap().renewals, 0);
+    assert_eq!(env.get_sub("agents").unwrap().status.unwrap().renewal_count, None);
+    assert!(!env.event_reasons("agents").contains(&"Rotated".to_string()));
     assert!(env.event_reasons("agents").contains(&"Available".to_string()));
 
     // Steady state: reconciles of up-to-date objects make no remote call and no Kubernetes write.

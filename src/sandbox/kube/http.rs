@@ -598,7 +598,20 @@ fn table_requested(accept: &str, query: &Query) -> Option<IncludeObject> {
 }
 
 fn list_query(target: &Target, query: &Query) -> Result<ListQuery, ApiError> {
-    let extra: &[&str] = if target.rt.plural == "secrets" { &["type"] } else { &[] };
+    let extra: &[&str] = match (target.rt.group.as_str(), target.rt.plural.as_str()) {
+        ("", "secrets") => &["type"],
+        // What the API server accepts for events.k8s.io/v1 Events.
+        ("events.k8s.io", "events") => &[
+            "regarding.name",
+            "regarding.namespace",
+            "regarding.kind",
+            "regarding.uid",
+            "reason",
+            "type",
+            "reportingController",
+        ],
+        _ => &[],
+    };
     Ok(ListQuery {
         namespace: target.namespace.clone(),
         labels: LabelSelector::parse(query.get("labelSelector").unwrap_or(""))?,
