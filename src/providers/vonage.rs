@@ -164,7 +164,12 @@ impl WebhookApi for VonageClient {
                 .json(body)
                 .secrets(desired.secrets());
             let reply = self.api.send(call).await?;
-            Self::parse(&reply, "create")
+            let mut created = Self::parse(&reply, "create")?;
+            // Only a secret Vonage generated is news; one we sent is ours already.
+            if v.secret.is_some() {
+                created.generated_secret = None;
+            }
+            Ok(created)
         })
     }
 

@@ -268,10 +268,26 @@ async fn recorder_creates_then_patches_a_series() {
     let reference = created.object_ref(&());
     recorder.publish(&event, &reference).await.unwrap();
     recorder.publish(&event, &reference).await.unwrap();
-    let events: Api<K8sEvent> = Api::namespaced(client, "default");
+    let events: Api<K8sEvent> = Api::namespaced(client.clone(), "default");
     let stored = events.list(&Default::default()).await.unwrap().items;
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].series.as_ref().map(|s| s.count), Some(2));
+    // The core/v1 view that `kubectl describe` reads, selected as kubectl selects it.
+    let core: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client, "default");
+    let selector = format!(
+        "involvedObject.name=regarding,involvedObject.uid={}",
+        created.uid().unwrap()
+    );
+    let view = core
+        .list(&kube::api::ListParams::default().fields(&selector))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(view.len(), 1);
+    assert_eq!(view[0].count, Some(2));
+    assert_eq!(view[0].reason, stored[0].reason);
+    assert_eq!(view[0].message, stored[0].note);
+    assert_eq!(view[0].involved_object.name.as_deref(), Some("regarding"));
     let writes: Vec<String> = emu
         .requests()
         .iter()

@@ -371,6 +371,12 @@ async fn each_provider_becomes_ready_and_steady_state_is_silent() {
         env.emu.get("", "v1", "secrets", NS, "presence-signing").unwrap()["metadata"]["ownerReferences"][0]["uid"]
             .clone();
     assert_eq!(owner, json!(presence.uid().unwrap()));
+    assert!(
+        env.emu
+            .get("", "v1", "secrets", NS, "presence-vonage-signing")
+            .is_none(),
+        "the secret we sent is not mistaken for one Vonage generated"
+    );
     assert!(env.event_reasons("agents").contains(&"Created".to_string()));
     // The pass after the create (woken by the operator's own annotation write) sees its own status, even
     // when the watch cache lags: no spurious renew or rotation.

@@ -896,7 +896,56 @@ impl State {
         let stored = Arc::new(object);
         let previous = self.objects.insert(key.clone(), stored.clone());
         self.log_change(rt, &key, change, stored.clone(), previous);
+        if rt.group == "events.k8s.io" && rt.plural == "events" {
+            self.mirror_core_event(&key, &stored);
+        }
         self.at_version(rt, &stored)
+    }
+
+    /// Keeps the core/v1 view of an events.k8s.io Event (what `kubectl describe` and `kubectl get events`
+    /// read), as the API server serves one store under both groups.
+    fn mirror_core_event(&mut self, key: &ObjectKey, event: &Value) {
+        let Some(core) = self.resource("", "v1", "events") else {
+            return;
+        };
+        let series = &event["series"];
+        let mut view = json!({
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": event["metadata"]["name"],
+                "namespace": event["metadata"]["namespace"],
+                "uid": event["metadata"]["uid"],
+                "creationTimestamp": event["metadata"]["creationTimestamp"],
+            },
+            "involvedObject": event["regarding"],
+            "related": event["related"],
+            "reason": event["reason"],
+            "message": event["note"],
+            "type": event["type"],
+            "action": event["action"],
+            "eventTime": event["eventTime"],
+            "firstTimestamp": event["eventTime"],
+            "lastTimestamp": if series["lastObservedTime"].is_string() { series["lastObservedTime"].clone() } else { event["eventTime"].clone() },
+            "count": series["count"].as_i64().unwrap_or(1),
+            "source": {"component": event["reportingController"]},
+            "reportingComponent": event["reportingController"],
+            "reportingInstance": event["reportingInstance"],
+        });
+        if let Some(map) = view.as_object_mut() {
+            map.retain(|_, v| !v.is_null());
+        }
+        let core_key = (String::new(), "events".to_string(), key.2.clone(), key.3.clone());
+        self.revision += 1;
+        meta_mut(&mut view).insert("resourceVersion".into(), json!(self.revision.to_string()));
+        let stored = Arc::new(view);
+        let previous = self.objects.insert(core_key.clone(), stored.clone());
+        let change = if previous.is_some() {
+            ChangeType::Modified
+        } else {
+            ChangeType::Added
+        };
+        self.log_change(&core, &core_key, change, stored, previous);
     }
 
     fn log_change(

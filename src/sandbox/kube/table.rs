@@ -167,6 +167,22 @@ fn columns(rt: &ResourceType) -> Vec<Column> {
                 path,
             }
         })),
+        (false, "events") => {
+            // kubectl's own event columns; "Last Seen" first, so drop the leading name column.
+            columns.clear();
+            let (seen, object, message) = if rt.group.is_empty() {
+                (".lastTimestamp", ".involvedObject.name", ".message")
+            } else {
+                (".eventTime", ".regarding.name", ".note")
+            };
+            columns.extend([
+                column("Last Seen", "date", seen, "When the event was last observed"),
+                column("Type", "string", ".type", "Normal or Warning"),
+                column("Reason", "string", ".reason", "Why the event happened"),
+                column("Object", "string", object, "What the event is about"),
+                column("Message", "string", message, "A human-readable description"),
+            ]);
+        }
         (false, "secrets") => columns.extend([
             column("Type", "string", ".type", "The type of the secret"),
             column("Data", "integer", ".data", "The number of keys in the secret"),
