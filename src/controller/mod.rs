@@ -856,21 +856,21 @@ async fn provider_status(
     next
 }
 
-/// Reconciles a namespaced provider's `Ready`.
-pub async fn reconcile_provider(p: Arc<WebhookProvider>, ctx: Arc<Context>) -> Result<Requeue, ControllerError> {
-    let current = p.status.clone().unwrap_or_default();
-    let next = provider_status(
-        &ctx,
-        &ProviderSettings::namespaced(&p),
-        p.meta().generation.unwrap_or(0),
-        &current,
-    )
-    .await;
-    if next != current {
-        let api: Api<WebhookProvider> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
-        let body = json!({"apiVersion": WebhookProvider::api_version(&()), "kind": WebhookProvider::kind(&()), "status": next});
+/// Writes a provider's status by server-side apply when it changed; the next check is a period away.
+async fn update_provider_status<K>(
+    api: Api<K>,
+    provider: &K,
+    current: &WebhookProviderStatus,
+    next: WebhookProviderStatus,
+    ctx: &Context,
+) -> Result<Requeue, ControllerError>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    if next != *current {
+        let body = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": next});
         api.patch_status(
-            &p.name_any(),
+            &provider.meta().name.clone().unwrap_or_default(),
             &PatchParams::apply(MANAGER).force(),
             &Patch::Apply(&body),
         )
@@ -878,6 +878,15 @@ pub async fn reconcile_provider(p: Arc<WebhookProvider>, ctx: Arc<Context>) -> R
         .map_err(|e| ControllerError(e.to_string()))?;
     }
     Ok(Requeue::requeue(ctx.config.provider_check_interval))
+}
+
+/// Reconciles a namespaced provider's `Ready`.
+pub async fn reconcile_provider(p: Arc<WebhookProvider>, ctx: Arc<Context>) -> Result<Requeue, ControllerError> {
+    let current = p.status.clone().unwrap_or_default();
+    let settings = ProviderSettings::namespaced(&p);
+    let next = provider_status(&ctx, &settings, p.meta().generation.unwrap_or(0), &current).await;
+    let api: Api<WebhookProvider> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
+    update_provider_status(api, &*p, &current, next, &ctx).await
 }
 
 /// Reconciles a cluster provider's `Ready`.
@@ -888,18 +897,7 @@ pub async fn reconcile_cluster_provider(
     let current = p.status.clone().unwrap_or_default();
     let settings = ProviderSettings::cluster(&p, &ctx.config.operator_namespace);
     let next = provider_status(&ctx, &settings, p.meta().generation.unwrap_or(0), &current).await;
-    if next != current {
-        let api: Api<ClusterWebhookProvider> = Api::all(ctx.client.clone());
-        let body = json!({"apiVersion": ClusterWebhookProvider::api_version(&()), "kind": ClusterWebhookProvider::kind(&()), "status": next});
-        api.patch_status(
-            &p.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await
-        .map_err(|e| ControllerError(e.to_string()))?;
-    }
-    Ok(Requeue::requeue(ctx.config.provider_check_interval))
+    update_provider_status(Api::all(ctx.client.clone()), &*p, &current, next, &ctx).await
 }
 
 fn provider_error_policy<K>(_p: Arc<K>, error: &ControllerError, _ctx: Arc<Context>) -> Requeue {

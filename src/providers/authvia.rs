@@ -11,7 +11,6 @@
 //! - tokens are requested with an explicit `expiration`, since the default lifetime is unknown.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -19,8 +18,8 @@ use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 
-use super::auth::{TokenCache, TokenRequest};
-use super::http::{ApiClient, Call, RateLimiter, Reply};
+use super::auth::TokenRequest;
+use super::http::{ApiClient, Call, Reply};
 use super::{
     AccountConfig, Desired, DesiredSpec, ErrorKind, Field, ProviderError, ProviderType, Remote, Result, WebhookApi,
     fingerprint,
@@ -158,28 +157,15 @@ impl AuthviaClient {
     /// A client for `config` and the account `account_id` (AVID), asking for `scopes` (space-separated).
     pub fn new(config: AccountConfig, account_id: &str, scopes: Option<String>) -> Self {
         let base_url = config.base_url.trim_end_matches('/').to_string();
-        let tokens = TokenCache::new(
-            PROVIDER,
-            TokenRequest::AuthviaSigned {
-                token_url: config.token_url.clone(),
-                client_id: config.client_id.clone(),
-                secret_key: config.client_secret.clone(),
-                scope: scopes.unwrap_or_else(|| DEFAULT_SCOPES.into()),
-                expiration: TOKEN_LIFETIME,
-            },
-            config.http.clone(),
-            config.clock.clone(),
-        );
+        let request = TokenRequest::AuthviaSigned {
+            token_url: config.token_url.clone(),
+            client_id: config.client_id.clone(),
+            secret_key: config.client_secret.clone(),
+            scope: scopes.unwrap_or_else(|| DEFAULT_SCOPES.into()),
+            expiration: TOKEN_LIFETIME,
+        };
         AuthviaClient {
-            api: ApiClient::new(
-                PROVIDER,
-                config.http,
-                Arc::new(tokens),
-                RateLimiter::new(config.requests_per_second, config.burst),
-                config.retry,
-                Default::default(),
-                config.clock,
-            ),
+            api: ApiClient::for_account(PROVIDER, config, request, Default::default()),
             base_url,
             account_id: account_id.to_string(),
         }

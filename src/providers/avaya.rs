@@ -4,15 +4,14 @@
 //! are parsed into JSON values whose token is immediately reduced to a fingerprint.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 
-use super::auth::{TokenCache, TokenRequest};
-use super::http::{ApiClient, Call, RateLimiter, Reply};
+use super::auth::TokenRequest;
+use super::http::{ApiClient, Call, Reply};
 use super::{
     AccountConfig, Desired, DesiredSpec, ErrorKind, Field, ProviderError, ProviderType, Remote, Result, WebhookApi,
     fingerprint, string_or_list,
@@ -42,28 +41,16 @@ pub struct AvayaClient {
 impl AvayaClient {
     /// A client for `config` (base URL without a trailing slash).
     pub fn new(config: AccountConfig) -> Self {
-        let tokens = TokenCache::new(
-            PROVIDER,
-            TokenRequest::ClientCredentials {
-                token_url: config.token_url.clone(),
-                client_id: config.client_id.clone(),
-                client_secret: config.client_secret.clone(),
-                scope: "EVENT_NOTIFICATION".into(),
-            },
-            config.http.clone(),
-            config.clock.clone(),
-        );
+        let base_url = config.base_url.trim_end_matches('/').to_string();
+        let request = TokenRequest::ClientCredentials {
+            token_url: config.token_url.clone(),
+            client_id: config.client_id.clone(),
+            client_secret: config.client_secret.clone(),
+            scope: "EVENT_NOTIFICATION".into(),
+        };
         AvayaClient {
-            api: ApiClient::new(
-                PROVIDER,
-                config.http,
-                Arc::new(tokens),
-                RateLimiter::new(config.requests_per_second, config.burst),
-                config.retry,
-                Default::default(),
-                config.clock,
-            ),
-            base_url: config.base_url.trim_end_matches('/').to_string(),
+            api: ApiClient::for_account(PROVIDER, config, request, Default::default()),
+            base_url,
         }
     }
 

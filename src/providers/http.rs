@@ -234,24 +234,23 @@ pub fn http_client(timeout: Duration) -> reqwest::Client {
 }
 
 impl ApiClient {
-    /// A client for one account.
-    pub fn new(
+    /// A client for one account: its token cache (`request`), its rate limiter, and `headers` sent on
+    /// every call.
+    pub fn for_account(
         provider: &'static str,
-        http: reqwest::Client,
-        tokens: Arc<TokenCache>,
-        limiter: RateLimiter,
-        policy: RetryPolicy,
+        config: super::AccountConfig,
+        request: super::auth::TokenRequest,
         headers: HeaderMap,
-        clock: SharedClock,
     ) -> Self {
+        let tokens = TokenCache::new(provider, request, config.http.clone(), config.clock.clone());
         ApiClient {
             provider,
-            http,
-            tokens,
-            limiter,
-            policy,
+            http: config.http,
+            tokens: Arc::new(tokens),
+            limiter: RateLimiter::new(config.requests_per_second, config.burst),
+            policy: config.retry,
             headers,
-            clock,
+            clock: config.clock,
         }
     }
 

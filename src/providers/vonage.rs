@@ -6,7 +6,6 @@
 //! `DELETE /subscriptions/{id}`; a duplicate name is expected as 409; the list is not paginated.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use reqwest::Method;
@@ -14,8 +13,8 @@ use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 
-use super::auth::{TokenCache, TokenRequest};
-use super::http::{ApiClient, Call, RateLimiter, Reply};
+use super::auth::TokenRequest;
+use super::http::{ApiClient, Call, Reply};
 use super::{
     AccountConfig, Desired, DesiredSpec, ErrorKind, Field, ProviderError, ProviderType, Remote, Result, WebhookApi,
 };
@@ -80,30 +79,18 @@ fn remote_from(value: &Value) -> Option<Remote> {
 impl VonageClient {
     /// A client for `config`.
     pub fn new(config: AccountConfig) -> Self {
-        let tokens = TokenCache::new(
-            PROVIDER,
-            TokenRequest::ClientCredentials {
-                token_url: config.token_url.clone(),
-                client_id: config.client_id.clone(),
-                client_secret: config.client_secret.clone(),
-                scope: "admin:read admin:write".into(),
-            },
-            config.http.clone(),
-            config.clock.clone(),
-        );
+        let base_url = config.base_url.trim_end_matches('/').to_string();
+        let request = TokenRequest::ClientCredentials {
+            token_url: config.token_url.clone(),
+            client_id: config.client_id.clone(),
+            client_secret: config.client_secret.clone(),
+            scope: "admin:read admin:write".into(),
+        };
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static(MEDIA_TYPE));
         VonageClient {
-            api: ApiClient::new(
-                PROVIDER,
-                config.http,
-                Arc::new(tokens),
-                RateLimiter::new(config.requests_per_second, config.burst),
-                config.retry,
-                headers,
-                config.clock,
-            ),
-            base_url: config.base_url.trim_end_matches('/').to_string(),
+            api: ApiClient::for_account(PROVIDER, config, request, headers),
+            base_url,
         }
     }
 

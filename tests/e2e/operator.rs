@@ -94,42 +94,28 @@ impl Env {
             "vonage-credentials",
             &[("clientId", VONAGE_ID), ("clientSecret", VONAGE_SECRET)],
         );
-        env.put(
-            GROUP,
-            "v1alpha1",
-            "webhookproviders",
-            NS,
-            json!({
+        let blocks = [
+            (
+                "avaya",
+                json!({"avaya": {"baseUrl": env.avaya.base_url(), "tokenUrl": env.avaya.token_url()}}),
+            ),
+            (
+                "vonage",
+                json!({"vonage": {"baseUrl": env.vonage.base_url(), "tokenUrl": env.vonage.token_url()}}),
+            ),
+            (
+                "authvia",
+                json!({"authvia": {"accountId": AUTHVIA_ACCOUNT, "baseUrl": env.authvia.base_url()}}),
+            ),
+        ];
+        for (name, mut spec) in blocks {
+            spec["credentialsSecretRef"] = json!({"name": format!("{name}-credentials")});
+            let provider = json!({
                 "apiVersion": "webhook-operator.dev/v1alpha1", "kind": "WebhookProvider",
-                "metadata": {"name": "avaya", "namespace": NS},
-                "spec": {"avaya": {"baseUrl": env.avaya.base_url(), "tokenUrl": env.avaya.token_url()},
-                         "credentialsSecretRef": {"name": "avaya-credentials"}}
-            }),
-        );
-        env.put(
-            GROUP,
-            "v1alpha1",
-            "webhookproviders",
-            NS,
-            json!({
-                "apiVersion": "webhook-operator.dev/v1alpha1", "kind": "WebhookProvider",
-                "metadata": {"name": "vonage", "namespace": NS},
-                "spec": {"vonage": {"baseUrl": env.vonage.base_url(), "tokenUrl": env.vonage.token_url()},
-                         "credentialsSecretRef": {"name": "vonage-credentials"}}
-            }),
-        );
-        env.put(
-            GROUP,
-            "v1alpha1",
-            "webhookproviders",
-            NS,
-            json!({
-                "apiVersion": "webhook-operator.dev/v1alpha1", "kind": "WebhookProvider",
-                "metadata": {"name": "authvia", "namespace": NS},
-                "spec": {"authvia": {"accountId": AUTHVIA_ACCOUNT, "baseUrl": env.authvia.base_url()},
-                         "credentialsSecretRef": {"name": "authvia-credentials"}}
-            }),
-        );
+                "metadata": {"name": name, "namespace": NS}, "spec": spec
+            });
+            env.put(GROUP, "v1alpha1", "webhookproviders", NS, provider);
+        }
         env
     }
 

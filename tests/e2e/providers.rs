@@ -508,15 +508,41 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
     }
 }
 
+thread_local! {
+    /// Whether this thread's events are captured.
+    static CAPTURING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A process-wide TRACE subscriber that keeps only the events of threads that turned capturing on.
+/// Global rather than scoped: a scoped subscriber loses events to callsite interest that other test
+/// threads cached while they had none.
+fn capture_this_thread() -> Captured {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{Layer as _, filter};
+    static BUFFER: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    let captured = BUFFER
+        .get_or_init(|| {
+            let captured = Captured::default();
+            let layer = tracing_subscriber::fmt::layer()
+                .with_writer(captured.clone())
+                .with_ansi(false)
+                .with_filter(filter::filter_fn(|_| CAPTURING.with(std::cell::Cell::get)));
+            tracing_subscriber::registry()
+                .with(layer)
+                .try_init()
+                .expect("no other global subscriber in the test binary");
+            captured
+        })
+        .clone();
+    CAPTURING.with(|c| c.set(true));
+    captured
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn no_secret_reaches_logs_errors_or_debug_output() {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(captured.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // Everything below runs on this thread (current-thread runtime): servers, clients and all.
+    let captured = capture_this_thread();
     let mut outputs: Vec<String> = Vec::new();
 
     let receiver = Receiver::start(local()).await.unwrap();

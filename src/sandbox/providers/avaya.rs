@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::{
-    DeliveryOutcome, Router, SimCore, SimHttpRequest, SimServer, empty_response, json_response, typed_response,
+    DeliveryOutcome, SimCore, SimHttpRequest, SimServer, empty_response, json_response, sync_router, typed_response,
 };
 use crate::clock::Clock;
 
@@ -215,16 +215,7 @@ impl AvayaSimulator {
             subscriptions: BTreeMap::new(),
             lifetime,
         }));
-        let router: Router = {
-            let core = core.clone();
-            let state = state.clone();
-            Arc::new(move |request| {
-                let core = core.clone();
-                let state = state.clone();
-                Box::pin(async move { route(&core, &state, request) })
-            })
-        };
-        let server = SimServer::start(listen, core.clone(), router).await?;
+        let server = SimServer::start(listen, core.clone(), sync_router(core.clone(), state.clone(), route)).await?;
         Ok(AvayaSimulator { core, state, server })
     }
 

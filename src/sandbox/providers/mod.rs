@@ -337,6 +337,18 @@ pub fn empty_response(status: u16) -> Response {
 /// A simulator's routing function.
 pub type Router = Arc<dyn Fn(SimHttpRequest) -> futures::future::BoxFuture<'static, Response> + Send + Sync>;
 
+/// A [`Router`] around a synchronous routing function over shared simulator state.
+pub fn sync_router<S: Send + Sync + 'static>(
+    core: Arc<SimCore>,
+    state: Arc<S>,
+    route: fn(&SimCore, &S, SimHttpRequest) -> Response,
+) -> Router {
+    Arc::new(move |request| {
+        let response = route(&core, &state, request);
+        Box::pin(async move { response })
+    })
+}
+
 /// A running simulator server.
 #[derive(Debug)]
 pub struct SimServer {

@@ -14,7 +14,9 @@ use axum::response::Response;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use super::{DeliveryOutcome, Router, SimCore, SimHttpRequest, SimServer, empty_response, json_response, random_id};
+use super::{
+    DeliveryOutcome, SimCore, SimHttpRequest, SimServer, empty_response, json_response, random_id, sync_router,
+};
 use crate::clock::Clock;
 use crate::providers::vonage::MEDIA_TYPE;
 
@@ -159,16 +161,7 @@ impl VonageSimulator {
     pub async fn start(listen: SocketAddr, client_id: &str, client_secret: &str) -> std::io::Result<Self> {
         let core = Arc::new(SimCore::new(client_id, client_secret, Duration::from_secs(7200)));
         let state = Arc::new(Mutex::new(BTreeMap::new()));
-        let router: Router = {
-            let core = core.clone();
-            let state = state.clone();
-            Arc::new(move |request| {
-                let core = core.clone();
-                let state = state.clone();
-                Box::pin(async move { route(&core, &state, request) })
-            })
-        };
-        let server = SimServer::start(listen, core.clone(), router).await?;
+        let server = SimServer::start(listen, core.clone(), sync_router(core.clone(), state.clone(), route)).await?;
         Ok(VonageSimulator { core, state, server })
     }
 
