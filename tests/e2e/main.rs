@@ -1,5 +1,6 @@
 //! The one integration-test binary: modules per area, sharing `support`.
 
+mod argocd;
 mod cluster;
 mod crds;
 mod emulator;
