@@ -5,7 +5,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::repo_root;
+use crate::support::{repo_root, tool_binary};
 
 fn binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_webhook-operator"))
@@ -51,8 +51,41 @@ fn sandbox_runs_the_whole_system_and_exits_cleanly() {
             "--kubeconfig",
         ])
         .arg(&kubeconfig)
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    // Meanwhile, real kubectl in "another terminal" sees the subscriptions with their columns.
+    if let Some(kubectl) = tool_binary("kubectl", "WEBHOOK_OPERATOR_KUBECTL") {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let table = loop {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let listed = kubectl_get(&kubectl, &kubeconfig, &dir);
+            if listed.lines().filter(|l| l.contains(" True ")).count() == 3 {
+                break listed;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "kubectl never showed 3 Ready subscriptions:\n{listed}"
+            );
+        };
+        let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+        assert_eq!(
+            header,
+            [
+                "NAME",
+                "PROVIDER",
+                "READY",
+                "STATE",
+                "EXPIRES",
+                "AGE",
+                "SUBSCRIPTION-ID",
+                "RENEWAL"
+            ]
+        );
+        assert!(table.contains("agent-events") && table.contains("ACTIVE"), "{table}");
+    }
+    let output = output.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "exit {:?}\n{stdout}\n{stderr}", output.status);
@@ -133,4 +166,19 @@ fn tempdir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("whop-sandbox-{}-{}", std::process::id(), fastrand::u64(..)));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// `kubectl get webhooksubscriptions -o wide` against the sandbox (empty until its kubeconfig exists).
+fn kubectl_get(kubectl: &std::path::Path, kubeconfig: &std::path::Path, dir: &std::path::Path) -> String {
+    if !kubeconfig.exists() {
+        return String::new();
+    }
+    let output = Command::new(kubectl)
+        .args(["get", "webhooksubscriptions", "-o", "wide", "--kubeconfig"])
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(dir.join("kubectl-cache"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
