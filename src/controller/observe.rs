@@ -441,7 +441,7 @@ pub async fn desired(
     };
     if set != provider_type {
         return Err(ConfigError::spec(format!(
-            "spec.{} is set but {provider_display} is a {} provider; use spec.{} or point spec.providerRef at a {} provider",
+            "spec.{} is set but {provider_display} is for {}; use spec.{} instead, or point spec.providerRef at a provider for {}",
             set.as_str(),
             provider_type.as_str(),
             provider_type.as_str(),

@@ -901,7 +901,7 @@ async fn errors_are_classified_without_retry_storms() {
         condition(&s, "Ready")
             .unwrap()
             .2
-            .contains("spec.vonage is set but WebhookProvider \"avaya\" is a avaya provider")
+            .contains("spec.vonage is set but WebhookProvider \"avaya\" is for avaya; use spec.avaya instead")
     );
     assert!(
         env.avaya
