@@ -34,7 +34,7 @@ use crate::api::{
 };
 use crate::clock::SharedClock;
 use crate::providers::http::{RetryPolicy, http_client};
-use crate::providers::{Desired, DesiredSpec, ErrorKind, Field, ProviderType, Remote, WebhookApi};
+use crate::providers::{Desired, DesiredSpec, ErrorKind, Field, Remote, WebhookApi};
 use error::{ReconcileError, Retry, backoff};
 use observe::{MANAGER, ProviderRegistry, ProviderSettings};
 use plan::{Action, Annotations, Facts, Lookup, Observation, RenewReason, annotation};
@@ -108,6 +108,13 @@ impl Context {
             gates: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The account's client, with the fingerprint of the credentials it was built from.
+    async fn connect(&self, settings: &ProviderSettings) -> Result<(Arc<dyn WebhookApi>, String), ReconcileError> {
+        let (client_id, secret) = observe::credentials(&self.client, settings).await?;
+        let api = self.registry.client(settings, &client_id, &secret)?;
+        Ok((api, crate::providers::fingerprint(&secret)))
     }
 
     async fn event(&self, sub: &WebhookSubscription, type_: EventType, reason: &str, note: String) {
@@ -427,7 +434,7 @@ async fn report(
         &sub.namespace().unwrap_or_default(),
         &sub.name_any(),
         Some(crate::telemetry::SubscriptionGauges {
-            provider: block_type(sub).map(|p| p.as_str().to_string()).unwrap_or_default(),
+            provider: observe::block_type(sub).as_str().to_string(),
             ready: condition_state(&next.conditions, condition::READY).map_or_else(|| "Unknown".into(), |c| c.0),
             expiration: epoch(&next.expires_at),
             renewal: epoch(&next.renewal_time),
@@ -486,21 +493,12 @@ async fn converge(
     let settings = observe::resolve_provider(&ctx.client, sub, &ctx.config.operator_namespace)
         .await
         .map_err(|e| (e, fallback_inputs.clone()))?;
-    let provider_type = settings
-        .provider_type()
-        .map_err(|e| (e.into(), fallback_inputs.clone()))?;
-    let (client_id, client_secret) = observe::credentials(&ctx.client, &settings)
-        .await
-        .map_err(|e| (e, fallback_inputs.clone()))?;
-    let api = ctx
-        .registry
-        .client(&settings, &client_id, &client_secret)
-        .map_err(|e| (e.into(), fallback_inputs.clone()))?;
-    let desired = observe::desired(&ctx.client, sub, provider_type, &settings.display)
+    let (api, credentials) = ctx.connect(&settings).await.map_err(|e| (e, fallback_inputs.clone()))?;
+    let desired = observe::desired(&ctx.client, sub, api.provider(), &settings.display)
         .await
         .map_err(|e| (e, fallback_inputs.clone()))?;
     let secret_hash = desired.secret_hash();
-    let provider_identity = format!("{}|{}", settings.key, crate::providers::fingerprint(&client_secret));
+    let provider_identity = format!("{}|{credentials}", settings.key);
     let inputs = inputs_of(sub, secret_hash.as_deref(), &provider_identity);
 
     // A subscription held back after a failure stays quiet until its inputs change or its time comes.
@@ -737,13 +735,11 @@ async fn cleanup(sub: &WebhookSubscription, ctx: &Context) -> Result<Requeue, Re
     }
     let resolved = async {
         let settings = observe::resolve_provider(&ctx.client, sub, &ctx.config.operator_namespace).await?;
-        let (client_id, secret) = observe::credentials(&ctx.client, &settings).await?;
-        let api = ctx.registry.client(&settings, &client_id, &secret)?;
-        let provider_type = settings.provider_type()?;
-        Ok::<_, ReconcileError>((api, provider_type, settings))
+        let (api, _) = ctx.connect(&settings).await?;
+        Ok::<_, ReconcileError>((api, settings))
     }
     .await;
-    let (api, provider_type, settings) = match resolved {
+    let (api, settings) = match resolved {
         Ok(r) => r,
         Err(ReconcileError::Config(e)) => {
             ctx.event(
@@ -765,7 +761,7 @@ async fn cleanup(sub: &WebhookSubscription, ctx: &Context) -> Result<Requeue, Re
         Some(id) => Some(id),
         None => {
             // A create may have leaked: delete its single match, never anything ambiguous.
-            let desired = observe::desired(&ctx.client, sub, provider_type, &settings.display).await?;
+            let desired = observe::desired(&ctx.client, sub, api.provider(), &settings.display).await?;
             let matches = api.find_matches(&desired).await?;
             match matches.as_slice() {
                 [only] => Some(only.id.clone()),
@@ -799,7 +795,7 @@ async fn cleanup(sub: &WebhookSubscription, ctx: &Context) -> Result<Requeue, Re
             sub,
             EventType::Normal,
             "Deleted",
-            format!("deleted {} subscription {id}", provider_type.as_str()),
+            format!("deleted {} subscription {id}", api.provider().as_str()),
         )
         .await;
     }
@@ -815,9 +811,7 @@ async fn provider_status(
 ) -> WebhookProviderStatus {
     let now = ctx.config.clock.now();
     let outcome = async {
-        settings.provider_type()?;
-        let (client_id, secret) = observe::credentials(&ctx.client, settings).await?;
-        let api = ctx.registry.client(settings, &client_id, &secret)?;
+        let (api, _) = ctx.connect(settings).await?;
         api.check_credentials().await?;
         Ok::<_, ReconcileError>(api.provider())
     }
@@ -1034,14 +1028,4 @@ pub async fn shutdown_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
-}
-
-/// Which API a subscription's spec block is for.
-pub fn block_type(sub: &WebhookSubscription) -> Option<ProviderType> {
-    match (&sub.spec.avaya, &sub.spec.vonage, &sub.spec.authvia) {
-        (Some(_), _, _) => Some(ProviderType::Avaya),
-        (_, Some(_), _) => Some(ProviderType::Vonage),
-        (_, _, Some(_)) => Some(ProviderType::Authvia),
-        _ => None,
-    }
 }

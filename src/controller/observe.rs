@@ -206,39 +206,67 @@ impl ProviderRegistry {
     }
 }
 
-/// Reads one key of a Secret: the value, or a ConfigError naming the Secret, the key and where it is used.
-pub async fn secret_value(
-    client: &kube::Client,
-    namespace: &str,
-    selector: &SecretKeySelector,
-    used_by: &str,
-    provider_error: bool,
-) -> Result<SecretString, ReconcileError> {
-    let err = |message: String| -> ReconcileError {
-        if provider_error {
-            ConfigError::provider(message).into()
-        } else {
-            ConfigError::spec(message).into()
+/// Reads the Secrets of one namespace for one pass, each at most once: references often share a Secret
+/// (a provider's id and secret, AuthVia's signing secret and header values).
+pub struct SecretReader<'a> {
+    client: &'a kube::Client,
+    namespace: String,
+    cache: HashMap<String, Option<Secret>>,
+}
+
+impl<'a> SecretReader<'a> {
+    /// A reader of `namespace`.
+    pub fn new(client: &'a kube::Client, namespace: &str) -> Self {
+        SecretReader {
+            client,
+            namespace: namespace.to_string(),
+            cache: HashMap::new(),
         }
-    };
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let Some(secret) = secrets.get_opt(&selector.name).await? else {
-        return Err(err(format!(
-            "Secret {namespace}/{} (referenced by {used_by}) does not exist; create it or fix the reference",
-            selector.name
-        )));
-    };
-    let value = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(&selector.key))
-        .map(|ByteString(bytes)| String::from_utf8_lossy(bytes).into_owned());
-    match value {
-        Some(v) if !v.is_empty() => Ok(SecretString::from(v)),
-        _ => Err(err(format!(
-            "Secret {namespace}/{} has no key \"{}\" (referenced by {used_by}); add the key or fix the reference",
-            selector.name, selector.key
-        ))),
+    }
+
+    /// The Secret, if it exists.
+    async fn secret(&mut self, name: &str) -> Result<Option<&Secret>, kube::Error> {
+        if !self.cache.contains_key(name) {
+            let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+            let secret = secrets.get_opt(name).await?;
+            self.cache.insert(name.to_string(), secret);
+        }
+        Ok(self.cache[name].as_ref())
+    }
+
+    /// One key's value, or a ConfigError naming the Secret, the key and where it is used.
+    pub async fn value(
+        &mut self,
+        selector: &SecretKeySelector,
+        used_by: &str,
+        provider_error: bool,
+    ) -> Result<SecretString, ReconcileError> {
+        let namespace = self.namespace.clone();
+        let err = |message: String| -> ReconcileError {
+            if provider_error {
+                ConfigError::provider(message).into()
+            } else {
+                ConfigError::spec(message).into()
+            }
+        };
+        let Some(secret) = self.secret(&selector.name).await? else {
+            return Err(err(format!(
+                "Secret {namespace}/{} (referenced by {used_by}) does not exist; create it or fix the reference",
+                selector.name
+            )));
+        };
+        let value = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(&selector.key))
+            .map(|ByteString(bytes)| String::from_utf8_lossy(bytes).into_owned());
+        match value {
+            Some(v) if !v.is_empty() => Ok(SecretString::from(v)),
+            _ => Err(err(format!(
+                "Secret {namespace}/{} has no key \"{}\" (referenced by {used_by}); add the key or fix the reference",
+                selector.name, selector.key
+            ))),
+        }
     }
 }
 
@@ -323,15 +351,9 @@ pub async fn credentials(
         name: r.name.clone(),
         key: r.client_secret_key.clone(),
     };
-    let id = secret_value(client, &settings.credentials_namespace, &id_selector, &used_by, true).await?;
-    let secret = secret_value(
-        client,
-        &settings.credentials_namespace,
-        &secret_selector,
-        &used_by,
-        true,
-    )
-    .await?;
+    let mut reader = SecretReader::new(client, &settings.credentials_namespace);
+    let id = reader.value(&id_selector, &used_by, true).await?;
+    let secret = reader.value(&secret_selector, &used_by, true).await?;
     Ok((id.expose_secret().to_string(), secret))
 }
 
@@ -342,7 +364,7 @@ pub fn vonage_secret_name(sub: &WebhookSubscription) -> String {
 
 /// A signing secret: read it, or (with `generate: true`) create it once in a Secret the subscription owns.
 async fn signing_secret(
-    client: &kube::Client,
+    reader: &mut SecretReader<'_>,
     sub: &WebhookSubscription,
     source: &SigningSecretSource,
     field: &str,
@@ -350,12 +372,11 @@ async fn signing_secret(
 ) -> Result<SecretString, ReconcileError> {
     let ns = sub.namespace().unwrap_or_default();
     let selector = &source.secret_key_ref;
-    match secret_value(client, &ns, selector, field, false).await {
+    match reader.value(selector, field, false).await {
         Ok(v) => Ok(v),
         Err(ReconcileError::Config(_)) if source.generate => {
-            let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-            let existing = secrets.get_opt(&selector.name).await?;
-            if existing.as_ref().is_some_and(|s| {
+            let existing = reader.secret(&selector.name).await?;
+            if existing.is_some_and(|s| {
                 s.owner_references()
                     .iter()
                     .all(|o| o.uid != sub.uid().unwrap_or_default())
@@ -367,7 +388,7 @@ async fn signing_secret(
                 .into());
             }
             let generated = value();
-            store_secret(client, sub, &selector.name, &selector.key, &generated).await?;
+            store_secret(reader.client, sub, &selector.name, &selector.key, &generated).await?;
             Ok(SecretString::from(generated))
         }
         Err(e) => Err(e),
@@ -434,11 +455,7 @@ pub async fn desired(
 ) -> Result<Desired, ReconcileError> {
     let ns = sub.namespace().unwrap_or_default();
     let spec = &sub.spec;
-    let set = match (&spec.avaya, &spec.vonage, &spec.authvia) {
-        (Some(_), _, _) => ProviderType::Avaya,
-        (_, Some(_), _) => ProviderType::Vonage,
-        _ => ProviderType::Authvia,
-    };
+    let set = block_type(sub);
     if set != provider_type {
         return Err(ConfigError::spec(format!(
             "spec.{} is set but {provider_display} is for {}; use spec.{} instead, or point spec.providerRef at a provider for {}",
@@ -449,13 +466,16 @@ pub async fn desired(
         ))
         .into());
     }
+    let mut reader = SecretReader::new(client, &ns);
     let spec_out = match provider_type {
         ProviderType::Avaya => {
             let a = spec.avaya.as_ref().expect("checked");
             let auth_token = match &a.auth_token {
-                Some(source) => {
-                    Some(secret_value(client, &ns, &source.secret_key_ref, "spec.avaya.authToken", false).await?)
-                }
+                Some(source) => Some(
+                    reader
+                        .value(&source.secret_key_ref, "spec.avaya.authToken", false)
+                        .await?,
+                ),
                 None => None,
             };
             DesiredSpec::Avaya(AvayaDesired {
@@ -483,9 +503,16 @@ pub async fn desired(
         ProviderType::Vonage => {
             let v = spec.vonage.as_ref().expect("checked");
             let secret = match &v.signing_secret {
-                Some(source) => {
-                    Some(signing_secret(client, sub, source, "spec.vonage.signingSecret", random_vonage_secret).await?)
-                }
+                Some(source) => Some(
+                    signing_secret(
+                        &mut reader,
+                        sub,
+                        source,
+                        "spec.vonage.signingSecret",
+                        random_vonage_secret,
+                    )
+                    .await?,
+                ),
                 None => None,
             };
             DesiredSpec::Vonage(VonageDesired {
@@ -498,9 +525,12 @@ pub async fn desired(
         ProviderType::Authvia => {
             let a = spec.authvia.as_ref().expect("checked");
             let secret = match &a.signing_secret {
-                Some(source) => {
-                    Some(signing_secret(client, sub, source, "spec.authvia.signingSecret", || random_text(48)).await?)
-                }
+                Some(source) => Some(
+                    signing_secret(&mut reader, sub, source, "spec.authvia.signingSecret", || {
+                        random_text(48)
+                    })
+                    .await?,
+                ),
                 None => None,
             };
             let mut headers = Vec::new();
@@ -509,7 +539,7 @@ pub async fn desired(
                     (Some(v), _) => SecretString::from(v.clone()),
                     (None, Some(source)) => {
                         let used_by = format!("spec.authvia.headers[{i}].valueFrom");
-                        secret_value(client, &ns, &source.secret_key_ref, &used_by, false).await?
+                        reader.value(&source.secret_key_ref, &used_by, false).await?
                     }
                     (None, None) => {
                         return Err(ConfigError::spec(format!(
@@ -538,6 +568,15 @@ pub async fn desired(
         endpoint: spec.endpoint.clone(),
         spec: spec_out,
     })
+}
+
+/// Which API a subscription's spec block is for (the schema requires exactly one block).
+pub fn block_type(sub: &WebhookSubscription) -> ProviderType {
+    match (&sub.spec.avaya, &sub.spec.vonage) {
+        (Some(_), _) => ProviderType::Avaya,
+        (_, Some(_)) => ProviderType::Vonage,
+        _ => ProviderType::Authvia,
+    }
 }
 
 /// A Secret change must reach subscriptions that reference it by name in their namespace.

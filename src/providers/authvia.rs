@@ -72,12 +72,7 @@ pub struct AuthviaClient {
 fn authvia(desired: &Desired) -> Result<&super::AuthviaDesired> {
     match &desired.spec {
         DesiredSpec::Authvia(a) => Ok(a),
-        _ => Err(ProviderError::new(
-            ErrorKind::Invalid,
-            PROVIDER,
-            "build",
-            "the subscription has no authvia block",
-        )),
+        _ => Err(super::wrong_block(ProviderType::Authvia)),
     }
 }
 
@@ -216,7 +211,7 @@ impl WebhookApi for AuthviaClient {
     }
 
     fn check_credentials(&self) -> BoxFuture<'_, Result<()>> {
-        Box::pin(async move { self.api.tokens().token().await.map(|_| ()) })
+        Box::pin(self.api.check_credentials())
     }
 
     fn create<'a>(&'a self, desired: &'a Desired) -> BoxFuture<'a, Result<Remote>> {
@@ -239,14 +234,14 @@ impl WebhookApi for AuthviaClient {
 
     fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Remote>> {
         Box::pin(async move {
-            let reply = self.api.send(Call::new("get", Method::GET, self.item(id))).await?;
+            let reply = self.api.get("get", self.item(id)).await?;
             Self::parse(&reply, "get")
         })
     }
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<Remote>>> {
         Box::pin(async move {
-            let reply = self.api.send(Call::new("list", Method::GET, self.collection())).await?;
+            let reply = self.api.get("list", self.collection()).await?;
             let value: Value = reply.parse(PROVIDER, "list")?;
             let items = match &value {
                 Value::Array(items) => items.clone(),
@@ -280,12 +275,7 @@ impl WebhookApi for AuthviaClient {
     }
 
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            self.api
-                .send(Call::new("delete", Method::DELETE, self.item(id)))
-                .await
-                .map(|_| ())
-        })
+        Box::pin(async move { self.api.delete(self.item(id)).await })
     }
 
     fn adoption_fields(&self) -> &'static [Field] {

@@ -92,12 +92,7 @@ impl AvayaClient {
 fn avaya(desired: &Desired) -> Result<&super::AvayaDesired> {
     match &desired.spec {
         DesiredSpec::Avaya(a) => Ok(a),
-        _ => Err(ProviderError::new(
-            ErrorKind::Invalid,
-            PROVIDER,
-            "build",
-            "the subscription has no avaya block",
-        )),
+        _ => Err(super::wrong_block(ProviderType::Avaya)),
     }
 }
 
@@ -166,7 +161,7 @@ impl WebhookApi for AvayaClient {
     }
 
     fn check_credentials(&self) -> BoxFuture<'_, Result<()>> {
-        Box::pin(async move { self.api.tokens().token().await.map(|_| ()) })
+        Box::pin(self.api.check_credentials())
     }
 
     fn create<'a>(&'a self, desired: &'a Desired) -> BoxFuture<'a, Result<Remote>> {
@@ -187,10 +182,7 @@ impl WebhookApi for AvayaClient {
 
     fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Remote>> {
         Box::pin(async move {
-            let reply = self
-                .api
-                .send(Call::new("get", Method::GET, self.url(&format!("/subscriptions/{id}"))))
-                .await?;
+            let reply = self.api.get("get", self.url(&format!("/subscriptions/{id}"))).await?;
             self.parse(&reply, "get")
         })
     }
@@ -204,7 +196,7 @@ impl WebhookApi for AvayaClient {
                 if !seen.insert(url.clone()) {
                     break;
                 }
-                let reply = self.api.send(Call::new("list", Method::GET, url.clone())).await?;
+                let reply = self.api.get("list", url.clone()).await?;
                 let page: Value = reply.parse(PROVIDER, "list")?;
                 for item in page["subscriptions"].as_array().into_iter().flatten() {
                     if let Some(remote) = remote_from(item, &self.api) {
@@ -263,16 +255,7 @@ impl WebhookApi for AvayaClient {
     }
 
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            self.api
-                .send(Call::new(
-                    "delete",
-                    Method::DELETE,
-                    self.url(&format!("/subscriptions/{id}")),
-                ))
-                .await
-                .map(|_| ())
-        })
+        Box::pin(async move { self.api.delete(self.url(&format!("/subscriptions/{id}"))).await })
     }
 
     fn adoption_fields(&self) -> &'static [Field] {

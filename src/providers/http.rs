@@ -269,6 +269,21 @@ impl ApiClient {
         &self.clock
     }
 
+    /// Obtains a token: whether the account's credentials work.
+    pub async fn check_credentials(&self) -> Result<()> {
+        self.tokens.token().await.map(|_| ())
+    }
+
+    /// A GET of `url`.
+    pub async fn get(&self, operation: &'static str, url: String) -> Result<Reply> {
+        self.send(Call::new(operation, Method::GET, url)).await
+    }
+
+    /// A DELETE of `url` (`NotFound` when it was already gone).
+    pub async fn delete(&self, url: String) -> Result<()> {
+        self.send(Call::new("delete", Method::DELETE, url)).await.map(|_| ())
+    }
+
     /// Sends a call with rate limiting, authentication and the retry rules; classifies failures.
     pub async fn send(&self, call: Call) -> Result<Reply> {
         let mut attempt = 0;

@@ -348,6 +348,17 @@ pub trait WebhookApi: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// The error for a subscription handed to the client of another provider.
+pub(crate) fn wrong_block(provider: ProviderType) -> ProviderError {
+    let name = provider.as_str();
+    ProviderError::new(
+        ErrorKind::Invalid,
+        name,
+        "build",
+        format!("the subscription has no {name} block"),
+    )
+}
+
 /// String or array of strings (Avaya's list example shows `family` as a plain string).
 pub(crate) fn string_or_list(value: &Value) -> Vec<String> {
     match value {

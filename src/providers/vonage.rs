@@ -41,12 +41,7 @@ pub struct VonageClient {
 fn vonage(desired: &Desired) -> Result<&super::VonageDesired> {
     match &desired.spec {
         DesiredSpec::Vonage(v) => Ok(v),
-        _ => Err(ProviderError::new(
-            ErrorKind::Invalid,
-            PROVIDER,
-            "build",
-            "the subscription has no vonage block",
-        )),
+        _ => Err(super::wrong_block(ProviderType::Vonage)),
     }
 }
 
@@ -117,10 +112,7 @@ impl VonageClient {
 
     /// The event type names the account offers (`GET /event-types`).
     pub async fn event_types(&self) -> Result<Vec<String>> {
-        let reply = self
-            .api
-            .send(Call::new("event-types", Method::GET, self.url("/event-types")))
-            .await?;
+        let reply = self.api.get("event-types", self.url("/event-types")).await?;
         let value: Value = reply.parse(PROVIDER, "event-types")?;
         Ok(value["eventTypes"]
             .as_array()
@@ -137,7 +129,7 @@ impl WebhookApi for VonageClient {
     }
 
     fn check_credentials(&self) -> BoxFuture<'_, Result<()>> {
-        Box::pin(async move { self.api.tokens().token().await.map(|_| ()) })
+        Box::pin(self.api.check_credentials())
     }
 
     fn create<'a>(&'a self, desired: &'a Desired) -> BoxFuture<'a, Result<Remote>> {
@@ -162,20 +154,14 @@ impl WebhookApi for VonageClient {
 
     fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Remote>> {
         Box::pin(async move {
-            let reply = self
-                .api
-                .send(Call::new("get", Method::GET, self.url(&format!("/subscriptions/{id}"))))
-                .await?;
+            let reply = self.api.get("get", self.url(&format!("/subscriptions/{id}"))).await?;
             Self::parse(&reply, "get")
         })
     }
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<Remote>>> {
         Box::pin(async move {
-            let reply = self
-                .api
-                .send(Call::new("list", Method::GET, self.url("/subscriptions")))
-                .await?;
+            let reply = self.api.get("list", self.url("/subscriptions")).await?;
             let value: Value = reply.parse(PROVIDER, "list")?;
             Ok(value["subscriptions"]
                 .as_array()
@@ -223,16 +209,7 @@ impl WebhookApi for VonageClient {
     }
 
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            self.api
-                .send(Call::new(
-                    "delete",
-                    Method::DELETE,
-                    self.url(&format!("/subscriptions/{id}")),
-                ))
-                .await
-                .map(|_| ())
-        })
+        Box::pin(async move { self.api.delete(self.url(&format!("/subscriptions/{id}"))).await })
     }
 
     fn adoption_fields(&self) -> &'static [Field] {

@@ -5,3 +5,67 @@ pub mod kube;
 pub mod providers;
 pub mod receiver;
 pub mod system;
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The path (and query) of a URL: what tells the receiver which subscription a delivery is for.
+pub fn url_path(url: &str) -> &str {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    rest.find('/').map(|i| &rest[i..]).unwrap_or("/")
+}
+
+/// Serves `app` on `listener` until the returned sender fires or is dropped.
+pub(crate) fn spawn_server(listener: TcpListener, app: axum::Router) -> (oneshot::Sender<()>, JoinHandle<()>) {
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .await;
+    });
+    (stop_tx, task)
+}
+
+/// An HTTP server of the sandbox on 127.0.0.1 (a simulator, the receiver), stopped on `stop` or drop.
+#[derive(Debug)]
+pub struct LocalServer {
+    addr: SocketAddr,
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl LocalServer {
+    /// Binds `listen` (port 0: any free port) and serves `app`.
+    pub async fn start(listen: SocketAddr, app: axum::Router) -> std::io::Result<LocalServer> {
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let (stop, _task) = spawn_server(listener, app);
+        Ok(LocalServer {
+            addr,
+            stop: Mutex::new(Some(stop)),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops serving.
+    pub fn stop(&self) {
+        if let Some(stop) = self.stop.lock().expect("stop").take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -14,9 +14,8 @@ use base64::Engine as _;
 use jiff::Timestamp;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
+use super::LocalServer;
 use crate::providers::ProviderType;
 use crate::providers::auth::authvia_signature;
 
@@ -73,15 +72,14 @@ struct Inner {
 
 /// The running receiver.
 pub struct Receiver {
-    addr: SocketAddr,
+    server: LocalServer,
     inner: Arc<Inner>,
-    stop: Mutex<Option<oneshot::Sender<()>>>,
 }
 
 impl std::fmt::Debug for Receiver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Receiver")
-            .field("addr", &self.addr)
+            .field("url", &self.server.url())
             .finish_non_exhaustive()
     }
 }
@@ -161,8 +159,6 @@ pub fn verify(expectation: &Expectation, headers: &HeaderMap, body: &[u8], now: 
 impl Receiver {
     /// Starts on `listen` (port 0: any free port).
     pub async fn start(listen: SocketAddr) -> std::io::Result<Receiver> {
-        let listener = TcpListener::bind(listen).await?;
-        let addr = listener.local_addr()?;
         let inner = Arc::new(Inner {
             expectations: Mutex::new(HashMap::new()),
             resolver: Mutex::new(None),
@@ -174,24 +170,13 @@ impl Receiver {
             let inner = app_inner.clone();
             async move { receive(inner, request).await }
         });
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stop_rx.await;
-                })
-                .await;
-        });
-        Ok(Receiver {
-            addr,
-            inner,
-            stop: Mutex::new(Some(stop_tx)),
-        })
+        let server = LocalServer::start(listen, app).await?;
+        Ok(Receiver { server, inner })
     }
 
     /// `http://127.0.0.1:PORT`: where the simulators deliver.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     /// Deliveries to `path` must satisfy `expectation`.
@@ -220,15 +205,7 @@ impl Receiver {
 
     /// Stops serving.
     pub fn stop(&self) {
-        if let Some(stop) = self.stop.lock().expect("stop").take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop();
+        self.server.stop();
     }
 }
 

@@ -193,13 +193,6 @@ fn decoded(secret: &Value, key: &str) -> Option<String> {
     String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded).ok()?).ok()
 }
 
-fn url_path(url: &str) -> String {
-    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
-    rest.find('/')
-        .map(|i| rest[i..].to_string())
-        .unwrap_or_else(|| "/".into())
-}
-
 impl Sandbox {
     /// Starts every component and applies the CRDs and the examples.
     pub async fn start(options: SandboxOptions) -> Result<Sandbox, SandboxError> {
@@ -329,10 +322,11 @@ impl Sandbox {
             shared.with_state(|state| {
                 let subs = state.resource("webhook-operator.dev", "v1alpha1", "webhooksubscriptions")?;
                 let secrets = state.resource("", "v1", "secrets")?;
-                let sub = state
-                    .objects_of(&subs)
-                    .into_iter()
-                    .find(|s| s["spec"]["endpoint"].as_str().is_some_and(|e| url_path(e) == path))?;
+                let sub = state.objects_of(&subs).into_iter().find(|s| {
+                    s["spec"]["endpoint"]
+                        .as_str()
+                        .is_some_and(|e| super::url_path(e) == path)
+                })?;
                 let ns = sub["metadata"]["namespace"].as_str()?.to_string();
                 let read = |selector: &Value| {
                     let secret = state.get(&secrets, &ns, selector["name"].as_str()?).ok()?;
@@ -375,7 +369,7 @@ impl Sandbox {
             .filter_map(|v| serde_json::from_value::<WebhookSubscription>(v).ok())
             .map(|sub| {
                 let status = sub.status.clone().unwrap_or_default();
-                let path = url_path(&sub.spec.endpoint);
+                let path = super::url_path(&sub.spec.endpoint);
                 let mine: Vec<_> = deliveries.iter().filter(|d| d.path == path).collect();
                 let expires = status
                     .expires_at
@@ -396,9 +390,7 @@ impl Sandbox {
                         sub.metadata.namespace.clone().unwrap_or_default(),
                         sub.metadata.name.clone().unwrap_or_default()
                     ),
-                    provider: controller::block_type(&sub)
-                        .map(|p| p.as_str().to_string())
-                        .unwrap_or_default(),
+                    provider: controller::observe::block_type(&sub).as_str().to_string(),
                     ready: status
                         .conditions
                         .iter()

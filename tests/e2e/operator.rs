@@ -20,7 +20,7 @@ use webhook_operator::sandbox::providers::{SimFault, SimFaultAction};
 use webhook_operator::sandbox::receiver::{Expectation, Receiver};
 
 use crate::providers::{
-    AUTHVIA_ACCOUNT, AUTHVIA_ID, AUTHVIA_KEY, AVAYA_ID, AVAYA_SECRET, LOCAL, VONAGE_ID, VONAGE_SECRET,
+    AUTHVIA_ACCOUNT, AUTHVIA_ID, AUTHVIA_KEY, AVAYA_ID, AVAYA_SECRET, VONAGE_ID, VONAGE_SECRET, local,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -38,8 +38,13 @@ pub struct Env {
     controller: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
-fn local() -> std::net::SocketAddr {
-    std::net::SocketAddr::from(LOCAL)
+/// Polls `done` until it holds, failing the test with `what` after `WAIT`.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 impl Env {
@@ -535,11 +540,10 @@ async fn rotated_secrets_reach_the_provider_and_the_next_delivery() {
     // Avaya: a new token in the Secret → renew with it → the next delivery carries it.
     let started = Instant::now();
     env.secret(NS, "avaya-token", &[("token", "avaya-delivery-token-two")]);
-    let deadline = Instant::now() + WAIT;
-    while env.avaya.subscription(&avaya_id).unwrap().auth_token.as_deref() != Some("avaya-delivery-token-two") {
-        assert!(Instant::now() < deadline, "Avaya token rotated");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until("Avaya token rotated", || {
+        env.avaya.subscription(&avaya_id).unwrap().auth_token.as_deref() == Some("avaya-delivery-token-two")
+    })
+    .await;
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "rotation within seconds: {:?}",
@@ -566,11 +570,10 @@ async fn rotated_secrets_reach_the_provider_and_the_next_delivery() {
         "authvia-hook",
         &[("signingSecret", rotated), ("apiKey", "api-key-1")],
     );
-    let deadline = Instant::now() + WAIT;
-    while env.authvia.subscription(&authvia_id).unwrap().text("secret") != Some(rotated) {
-        assert!(Instant::now() < deadline, "AuthVia secret rotated");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until("AuthVia secret rotated", || {
+        env.authvia.subscription(&authvia_id).unwrap().text("secret") == Some(rotated)
+    })
+    .await;
     env.receiver.expect(
         "/authvia/payments",
         Expectation::AuthviaSecret(SecretString::from(rotated)),
@@ -581,11 +584,10 @@ async fn rotated_secrets_reach_the_provider_and_the_next_delivery() {
     // Vonage: rotate the generated secret by hand → update → JWTs verify with the new one.
     let new_secret = webhook_operator::controller::observe::random_vonage_secret();
     env.secret(NS, "presence-signing", &[("secret", &new_secret)]);
-    let deadline = Instant::now() + WAIT;
-    while env.vonage.subscription(&vonage_id).unwrap().secret != new_secret {
-        assert!(Instant::now() < deadline, "Vonage secret rotated");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until("Vonage secret rotated", || {
+        env.vonage.subscription(&vonage_id).unwrap().secret == new_secret
+    })
+    .await;
     env.receiver.expect(
         "/vonage/presence",
         Expectation::VonageSecret(SecretString::from(new_secret.clone())),

@@ -82,15 +82,7 @@ impl Emulator {
     fn serve(&self, listener: TcpListener) {
         let shared = self.shared.clone();
         let app = axum::Router::new().fallback(move |request| http::handle(shared.clone(), request));
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stop_rx.await;
-                })
-                .await;
-        });
-        *self.server.lock().expect("server slot") = Some((stop_tx, task));
+        *self.server.lock().expect("server slot") = Some(super::spawn_server(listener, app));
     }
 
     /// The address it listens on.

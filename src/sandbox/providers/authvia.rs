@@ -13,7 +13,7 @@ use axum::http::Method;
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
-use super::{DeliveryOutcome, Router, SimCore, SimHttpRequest, SimServer, empty_response, json_response, random_id};
+use super::{DeliveryOutcome, Router, SimCore, SimHttpRequest, empty_response, json_response, random_id};
 use crate::clock::Clock;
 use crate::providers::auth::authvia_signature;
 use crate::providers::authvia::wire;
@@ -56,7 +56,7 @@ pub struct AuthviaSimulator {
     /// Shared machinery.
     pub core: Arc<SimCore>,
     state: Arc<Mutex<State>>,
-    server: SimServer,
+    server: crate::sandbox::LocalServer,
 }
 
 impl std::fmt::Debug for AuthviaSimulator {
@@ -182,7 +182,7 @@ impl AuthviaSimulator {
                 Box::pin(async move { route(core, state, request).await })
             })
         };
-        let server = SimServer::start(listen, core.clone(), router).await?;
+        let server = super::start_simulator(listen, core.clone(), router).await?;
         Ok(AuthviaSimulator { core, state, server })
     }
 

@@ -13,9 +13,7 @@ use axum::response::Response;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use super::{
-    DeliveryOutcome, SimCore, SimHttpRequest, SimServer, empty_response, json_response, sync_router, typed_response,
-};
+use super::{DeliveryOutcome, SimCore, SimHttpRequest, empty_response, json_response, sync_router, typed_response};
 use crate::clock::Clock;
 
 /// The API path prefix.
@@ -63,7 +61,7 @@ pub struct AvayaSimulator {
     /// Shared simulator machinery (clock, tokens, log, faults).
     pub core: Arc<SimCore>,
     state: Arc<Mutex<State>>,
-    server: SimServer,
+    server: crate::sandbox::LocalServer,
 }
 
 struct Problem {
@@ -215,7 +213,8 @@ impl AvayaSimulator {
             subscriptions: BTreeMap::new(),
             lifetime,
         }));
-        let server = SimServer::start(listen, core.clone(), sync_router(core.clone(), state.clone(), route)).await?;
+        let server =
+            super::start_simulator(listen, core.clone(), sync_router(core.clone(), state.clone(), route)).await?;
         Ok(AvayaSimulator { core, state, server })
     }
 

@@ -19,9 +19,8 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use axum::response::Response;
 use jiff::Timestamp;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
+use super::LocalServer;
 use crate::clock::{Clock, ShiftedClock};
 
 /// One request a simulator served.
@@ -233,9 +232,7 @@ impl SimCore {
         match self.deliver_to.lock().expect("deliver_to").as_deref() {
             None => endpoint.to_string(),
             Some(base) => {
-                let rest = endpoint.split_once("://").map(|(_, r)| r).unwrap_or(endpoint);
-                let path = rest.find('/').map(|i| &rest[i..]).unwrap_or("/");
-                format!("{}{path}", base.trim_end_matches('/'))
+                format!("{}{}", base.trim_end_matches('/'), super::url_path(endpoint))
             }
         }
     }
@@ -349,54 +346,14 @@ pub fn sync_router<S: Send + Sync + 'static>(
     })
 }
 
-/// A running simulator server.
-#[derive(Debug)]
-pub struct SimServer {
-    addr: SocketAddr,
-    stop: Mutex<Option<oneshot::Sender<()>>>,
-}
-
-impl SimServer {
-    /// Serves `router` on `listen` (port 0: any free port), logging requests and applying faults in `core`.
-    pub async fn start(listen: SocketAddr, core: Arc<SimCore>, router: Router) -> std::io::Result<SimServer> {
-        let listener = TcpListener::bind(listen).await?;
-        let addr = listener.local_addr()?;
-        let app = axum::Router::new().fallback(move |request: Request<Body>| {
-            let core = core.clone();
-            let router = router.clone();
-            async move { serve(core, router, request).await }
-        });
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stop_rx.await;
-                })
-                .await;
-        });
-        Ok(SimServer {
-            addr,
-            stop: Mutex::new(Some(stop_tx)),
-        })
-    }
-
-    /// `http://127.0.0.1:PORT`.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Stops serving.
-    pub fn stop(&self) {
-        if let Some(stop) = self.stop.lock().expect("stop").take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-impl Drop for SimServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// Starts a simulator's server: `router` behind the shared request log and fault rules of `core`.
+pub async fn start_simulator(listen: SocketAddr, core: Arc<SimCore>, router: Router) -> std::io::Result<LocalServer> {
+    let app = axum::Router::new().fallback(move |request: Request<Body>| {
+        let core = core.clone();
+        let router = router.clone();
+        async move { serve(core, router, request).await }
+    });
+    LocalServer::start(listen, app).await
 }
 
 async fn serve(core: Arc<SimCore>, router: Router, request: Request<Body>) -> Response {

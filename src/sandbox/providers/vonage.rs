@@ -14,9 +14,7 @@ use axum::response::Response;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use super::{
-    DeliveryOutcome, SimCore, SimHttpRequest, SimServer, empty_response, json_response, random_id, sync_router,
-};
+use super::{DeliveryOutcome, SimCore, SimHttpRequest, empty_response, json_response, random_id, sync_router};
 use crate::clock::Clock;
 use crate::providers::vonage::MEDIA_TYPE;
 
@@ -57,7 +55,7 @@ pub struct VonageSimulator {
     /// Shared machinery.
     pub core: Arc<SimCore>,
     state: Arc<Mutex<BTreeMap<String, VonageSubscription>>>,
-    server: SimServer,
+    server: crate::sandbox::LocalServer,
 }
 
 fn error(status: u16, message: &str) -> Response {
@@ -161,7 +159,8 @@ impl VonageSimulator {
     pub async fn start(listen: SocketAddr, client_id: &str, client_secret: &str) -> std::io::Result<Self> {
         let core = Arc::new(SimCore::new(client_id, client_secret, Duration::from_secs(7200)));
         let state = Arc::new(Mutex::new(BTreeMap::new()));
-        let server = SimServer::start(listen, core.clone(), sync_router(core.clone(), state.clone(), route)).await?;
+        let server =
+            super::start_simulator(listen, core.clone(), sync_router(core.clone(), state.clone(), route)).await?;
         Ok(VonageSimulator { core, state, server })
     }
 
