@@ -147,9 +147,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    webhook_operator::controller::plan::parse_go_duration(text)
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("\"{text}\" is not a duration such as 30s, 10m or 1h30m"))
+    match webhook_operator::api::parse_go_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(format!("\"{text}\" is zero; give a duration such as 30s, 10m or 1h30m")),
+        Err(e @ webhook_operator::api::DurationError::TooLong(_)) => Err(e.to_string()),
+        Err(_) => Err(format!("\"{text}\" is not a duration such as 30s, 10m or 1h30m")),
+    }
 }
 
 async fn kube_client(kubeconfig: Option<PathBuf>) -> anyhow::Result<kube::Client> {

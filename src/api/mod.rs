@@ -1,10 +1,15 @@
-//! The custom resource types: the single source of the CRDs under `crds/`.
+//! The custom resource types: the single source of the CRDs under `crds/`, and the parsing of what users
+//! write on them beyond the schema (annotations, durations).
 
+mod annotations;
 mod common;
+mod duration;
 mod provider;
 mod subscription;
 
+pub use annotations::{Annotations, annotation};
 pub use common::*;
+pub use duration::{DurationError, MAX_DURATION, parse_go_duration};
 pub use provider::*;
 pub use subscription::*;
 

@@ -1,15 +1,17 @@
-//! Reconcile errors: each maps to a condition reason, an Event reason and a requeue policy.
+//! Reconcile errors: each maps to a typed condition reason, an Event reason and a retry policy.
 
 use std::time::Duration;
 
+use super::reason::Reason;
 use crate::providers::{ErrorKind, ProviderError};
 
 /// What to fix in the cluster before the controller can act (no remote call is made).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct ConfigError {
-    /// Condition reason: `ProviderNotReady` (provider or its credentials) or `InvalidSpec`.
-    pub reason: &'static str,
+    /// Condition reason: [`Reason::ProviderNotReady`] (provider or its credentials) or
+    /// [`Reason::InvalidSpec`].
+    pub reason: Reason,
     /// What is wrong and how to fix it; never a secret value.
     pub message: String,
 }
@@ -18,7 +20,7 @@ impl ConfigError {
     /// A problem with the provider or its credentials.
     pub fn provider(message: impl Into<String>) -> Self {
         ConfigError {
-            reason: "ProviderNotReady",
+            reason: Reason::ProviderNotReady,
             message: message.into(),
         }
     }
@@ -26,7 +28,7 @@ impl ConfigError {
     /// A problem with the subscription's own spec or the Secrets it references.
     pub fn spec(message: impl Into<String>) -> Self {
         ConfigError {
-            reason: "InvalidSpec",
+            reason: Reason::InvalidSpec,
             message: message.into(),
         }
     }
@@ -45,13 +47,25 @@ pub enum ReconcileError {
     #[error("{message}")]
     Blocked {
         /// Condition reason.
-        reason: &'static str,
+        reason: Reason,
         /// What to do.
         message: String,
     },
     /// The Kubernetes API failed.
     #[error("Kubernetes API: {}", kube_message(.0))]
     Kube(#[from] kube::Error),
+}
+
+/// The error the controller's error policy sees: only Kubernetes API failures (provider errors are
+/// reported in status and requeued by the reconcile itself).
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// Adding or removing the finalizer, or the cleanup it guards, failed.
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<ReconcileError>>),
+    /// A status write failed.
+    #[error("status write: {}", kube_message(.0))]
+    Status(#[source] kube::Error),
 }
 
 /// A kube error in one line (its Display of an API error repeats the whole Status).
@@ -75,28 +89,71 @@ pub enum Retry {
 
 impl ReconcileError {
     /// The `Ready` condition reason.
-    pub fn ready_reason(&self) -> &'static str {
+    pub fn ready_reason(&self) -> Reason {
         match self {
             ReconcileError::Config(c) => c.reason,
             ReconcileError::Provider(p) => match p.kind {
-                ErrorKind::Invalid => "InvalidSpec",
-                ErrorKind::Unauthorized | ErrorKind::Forbidden => "ProviderNotReady",
-                _ => "Unavailable",
+                ErrorKind::Invalid => Reason::InvalidSpec,
+                ErrorKind::Unauthorized | ErrorKind::Forbidden => Reason::ProviderNotReady,
+                ErrorKind::NotFound
+                | ErrorKind::Conflict
+                | ErrorKind::RateLimited
+                | ErrorKind::Transient
+                | ErrorKind::Unsupported => Reason::Unavailable,
             },
-            ReconcileError::Blocked { reason, .. } => reason,
-            ReconcileError::Kube(_) => "Unavailable",
+            ReconcileError::Blocked { reason, .. } => *reason,
+            ReconcileError::Kube(_) => Reason::Unavailable,
         }
     }
 
-    /// The `Synced` condition reason (also the Event reason and the metric label).
-    pub fn synced_reason(&self) -> &'static str {
+    /// The `Synced` condition reason.
+    pub fn synced_reason(&self) -> Reason {
         match self {
             ReconcileError::Provider(p) => match p.kind {
-                ErrorKind::Unauthorized | ErrorKind::Forbidden => "Unauthorized",
-                ErrorKind::RateLimited => "RateLimited",
-                _ => "ReconcileError",
+                ErrorKind::Unauthorized | ErrorKind::Forbidden => Reason::Unauthorized,
+                ErrorKind::RateLimited => Reason::RateLimited,
+                ErrorKind::Invalid
+                | ErrorKind::NotFound
+                | ErrorKind::Conflict
+                | ErrorKind::Transient
+                | ErrorKind::Unsupported => Reason::ReconcileError,
             },
-            _ => "ReconcileError",
+            ReconcileError::Config(_) | ReconcileError::Blocked { .. } | ReconcileError::Kube(_) => {
+                Reason::ReconcileError
+            }
+        }
+    }
+
+    /// The Event reason and metric label: the specific Synced reason, else the Ready one.
+    pub fn event_reason(&self) -> Reason {
+        match self.synced_reason() {
+            Reason::ReconcileError => self.ready_reason(),
+            other => other,
+        }
+    }
+
+    /// Whether a subscription that was Ready stays Ready: transient trouble does not make a working
+    /// remote subscription unusable; anything that needs a fix does.
+    pub fn keeps_ready(&self) -> bool {
+        match self {
+            ReconcileError::Provider(p) => matches!(p.kind, ErrorKind::Transient | ErrorKind::RateLimited),
+            ReconcileError::Kube(_) => true,
+            ReconcileError::Config(_) | ReconcileError::Blocked { .. } => false,
+        }
+    }
+
+    /// Whether the failure counts in `failedAttempts` (a call failed, rather than a decision refused).
+    pub fn counts_as_attempt(&self) -> bool {
+        matches!(self, ReconcileError::Provider(_) | ReconcileError::Kube(_))
+    }
+
+    /// Whether the spec generation was fully looked at: the error is about this generation, so
+    /// `observedGeneration` moves to it.
+    pub fn judges_generation(&self) -> bool {
+        match self {
+            ReconcileError::Config(_) | ReconcileError::Blocked { .. } => true,
+            ReconcileError::Provider(p) => p.kind == ErrorKind::Invalid,
+            ReconcileError::Kube(_) => false,
         }
     }
 
@@ -115,12 +172,13 @@ impl ReconcileError {
     }
 }
 
-/// Capped exponential backoff with jitter for the `failures`-th consecutive failure.
-pub fn backoff(failures: u32) -> Duration {
+/// Capped exponential backoff for the `failures`-th consecutive failure: 2 s doubling to 300 s, scaled by
+/// `jitter` in [0, 1) to between 80% and 120% (and still at most 300 s).
+pub fn backoff(failures: u32, jitter: f64) -> Duration {
     let base = Duration::from_secs(2).saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(10)));
     let capped = base.min(Duration::from_secs(300));
     capped
-        .mul_f64(0.8 + fastrand::f64() * 0.4)
+        .mul_f64(0.8 + jitter.clamp(0.0, 1.0) * 0.4)
         .min(Duration::from_secs(300))
 }
 
@@ -132,22 +190,34 @@ mod tests {
     fn each_error_class_has_its_policy() {
         let p = |kind| ReconcileError::Provider(ProviderError::new(kind, "avaya", "create", "x"));
         assert_eq!(p(ErrorKind::Invalid).retry(), Retry::OnChange);
-        assert_eq!(p(ErrorKind::Invalid).ready_reason(), "InvalidSpec");
-        assert_eq!(p(ErrorKind::Unauthorized).synced_reason(), "Unauthorized");
+        assert_eq!(p(ErrorKind::Invalid).ready_reason(), Reason::InvalidSpec);
+        assert_eq!(p(ErrorKind::Invalid).event_reason(), Reason::InvalidSpec);
+        assert!(p(ErrorKind::Invalid).judges_generation());
+        assert_eq!(p(ErrorKind::Unauthorized).synced_reason(), Reason::Unauthorized);
+        assert_eq!(p(ErrorKind::Forbidden).ready_reason(), Reason::ProviderNotReady);
         assert_eq!(p(ErrorKind::Transient).retry(), Retry::Backoff);
+        assert!(p(ErrorKind::Transient).keeps_ready());
+        assert!(!p(ErrorKind::Conflict).keeps_ready());
         let mut limited = ProviderError::new(ErrorKind::RateLimited, "vonage", "list", "slow down");
         limited.retry_after = Some(Duration::from_secs(42));
         let limited = ReconcileError::Provider(limited);
         assert_eq!(limited.retry(), Retry::After(Duration::from_secs(42)));
-        assert_eq!(limited.synced_reason(), "RateLimited");
-        assert_eq!(ReconcileError::Config(ConfigError::spec("x")).retry(), Retry::OnChange);
+        assert_eq!(limited.synced_reason(), Reason::RateLimited);
+        assert!(limited.keeps_ready() && limited.counts_as_attempt());
+        let config = ReconcileError::Config(ConfigError::spec("x"));
+        assert_eq!(config.retry(), Retry::OnChange);
+        assert!(!config.counts_as_attempt() && config.judges_generation());
+        assert_eq!(config.event_reason(), Reason::InvalidSpec);
     }
 
     #[test]
     fn backoff_is_capped_with_jitter() {
-        assert!(backoff(1) >= Duration::from_millis(1600) && backoff(1) <= Duration::from_millis(2400));
+        assert_eq!(backoff(1, 0.0), Duration::from_millis(1600));
+        assert_eq!(backoff(1, 1.0), Duration::from_millis(2400));
+        assert_eq!(backoff(3, 0.5), Duration::from_secs(8));
         for n in 1..40 {
-            assert!(backoff(n) <= Duration::from_secs(300));
+            assert!(backoff(n, 1.0) <= Duration::from_secs(300));
         }
+        assert_eq!(backoff(u32::MAX, 0.5), Duration::from_secs(300));
     }
 }

@@ -1,32 +1,26 @@
-//! Observe: resolve a subscription's provider, credentials and referenced Secrets into a provider client
-//! and a [`Desired`] subscription. Anything missing or mismatched becomes a [`ConfigError`] that says what
-//! to fix; no remote call is made for it. Secret values are read into `SecretString`s only.
+//! Observe: the reads of a pass, and nothing else. Resolves a subscription's provider (checking that a
+//! cluster provider admits the namespace), reads its credentials and the Secrets the spec references, and
+//! reads the remote subscription when the plan asks for it. Anything missing or mismatched becomes a
+//! [`ConfigError`] that says what to fix. Secret values are read into `SecretString`s only; a signing
+//! secret to be generated is only queued here ([`SecretReader::to_generate`]), `act` writes it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::{Resource, ResourceExt};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::{Map, Value, json};
 
+use super::bindings::{self, ProviderBlock};
 use super::error::{ConfigError, ReconcileError};
+use super::plan::{Lookup, Observation};
 use crate::api::{
     AuthViaProvider, AvayaProvider, ClusterWebhookProvider, CredentialsSecretRef, ProviderKind, RateLimit,
     SecretKeySelector, SigningSecretSource, VonageProvider, WebhookProvider, WebhookSubscription,
 };
-use crate::clock::SharedClock;
-use crate::providers::authvia::{AuthviaClient, DEFAULT_BASE_URL};
-use crate::providers::avaya::{AvayaClient, urls_for_customer};
-use crate::providers::http::RetryPolicy;
-use crate::providers::vonage::{VonageClient, urls_for_region};
-use crate::providers::{
-    AccountConfig, AuthviaDesired, AvayaDesired, Desired, DesiredSpec, ProviderType, VonageDesired, WebhookApi,
-    fingerprint_bytes,
-};
+use crate::providers::{Desired, ProviderType, WebhookApi};
 
 /// The manager name of the operator's own writes.
 pub const MANAGER: &str = "webhook-operator";
@@ -82,128 +76,27 @@ impl ProviderSettings {
         }
     }
 
+    /// The provider's one block.
+    pub fn block(&self) -> Result<ProviderBlock<'_>, ConfigError> {
+        bindings::provider_block(&self.avaya, &self.vonage, &self.authvia, &self.display)
+    }
+
     /// Which API the provider is for.
     pub fn provider_type(&self) -> Result<ProviderType, ConfigError> {
-        match (&self.avaya, &self.vonage, &self.authvia) {
-            (Some(_), None, None) => Ok(ProviderType::Avaya),
-            (None, Some(_), None) => Ok(ProviderType::Vonage),
-            (None, None, Some(_)) => Ok(ProviderType::Authvia),
-            _ => Err(ConfigError::provider(format!(
-                "{} must set exactly one of spec.avaya, spec.vonage or spec.authvia",
-                self.display
-            ))),
-        }
+        Ok(self.block()?.provider_type())
     }
 }
 
-/// A cached client and the fingerprint of the settings it was built from.
-type Account = (String, Arc<dyn WebhookApi>);
-
-/// Provider clients by account, rebuilt when the provider or its credentials change (token caches and
-/// rate limiters live as long as the account's settings do).
-pub struct ProviderRegistry {
-    clients: Mutex<HashMap<String, Account>>,
-    http: reqwest::Client,
-    clock: SharedClock,
-    retry: RetryPolicy,
-}
-
-impl std::fmt::Debug for ProviderRegistry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProviderRegistry").finish_non_exhaustive()
-    }
-}
-
-impl ProviderRegistry {
-    /// An empty registry.
-    pub fn new(http: reqwest::Client, clock: SharedClock, retry: RetryPolicy) -> Self {
-        ProviderRegistry {
-            clients: Mutex::new(HashMap::new()),
-            http,
-            clock,
-            retry,
-        }
-    }
-
-    /// The client for `settings` with these credentials.
-    pub fn client(
-        &self,
-        settings: &ProviderSettings,
-        client_id: &str,
-        client_secret: &SecretString,
-    ) -> Result<Arc<dyn WebhookApi>, ConfigError> {
-        let provider_type = settings.provider_type()?;
-        let identity = serde_json::to_vec(&json!({
-            "avaya": settings.avaya, "vonage": settings.vonage, "authvia": settings.authvia,
-            "rateLimit": settings.rate_limit, "clientId": client_id, "secret": client_secret.expose_secret(),
-        }))
-        .expect("JSON");
-        let fingerprint = fingerprint_bytes(&identity);
-        let mut clients = self.clients.lock().expect("registry");
-        if let Some((existing, client)) = clients.get(&settings.key)
-            && *existing == fingerprint
-        {
-            return Ok(client.clone());
-        }
-        let (rps, burst) = settings
-            .rate_limit
-            .as_ref()
-            .map(|r| (f64::from(r.requests_per_second.max(1)), r.burst.max(1) as u32))
-            .unwrap_or((5.0, 10));
-        let account = |base_url: String, token_url: String| AccountConfig {
-            base_url,
-            token_url,
-            client_id: client_id.to_string(),
-            client_secret: client_secret.clone(),
-            requests_per_second: rps,
-            burst,
-            retry: self.retry,
-            http: self.http.clone(),
-            clock: self.clock.clone(),
-        };
-        let client: Arc<dyn WebhookApi> = match provider_type {
-            ProviderType::Avaya => {
-                let a = settings.avaya.as_ref().expect("checked");
-                let (base, token) = match (&a.customer_id, &a.base_url, &a.token_url) {
-                    (Some(customer), _, _) => urls_for_customer(customer),
-                    (None, Some(base), Some(token)) => (base.clone(), token.clone()),
-                    _ => {
-                        return Err(ConfigError::provider(format!(
-                            "{}: set spec.avaya.customerId, or both baseUrl and tokenUrl",
-                            settings.display
-                        )));
-                    }
-                };
-                Arc::new(AvayaClient::new(account(base, token)))
-            }
-            ProviderType::Vonage => {
-                let v = settings.vonage.as_ref().expect("checked");
-                let (base, token) = match (&v.region, &v.base_url, &v.token_url) {
-                    (Some(region), _, _) => {
-                        let region = serde_json::to_value(region).expect("JSON");
-                        urls_for_region(region.as_str().unwrap_or("emea"))
-                    }
-                    (None, Some(base), Some(token)) => (base.clone(), token.clone()),
-                    _ => {
-                        return Err(ConfigError::provider(format!(
-                            "{}: set spec.vonage.region, or both baseUrl and tokenUrl",
-                            settings.display
-                        )));
-                    }
-                };
-                Arc::new(VonageClient::new(account(base, token)))
-            }
-            ProviderType::Authvia => {
-                let a = settings.authvia.as_ref().expect("checked");
-                let base = a.base_url.clone().unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
-                let token = AuthviaClient::token_url(&base);
-                let scopes = (!a.scopes.is_empty()).then(|| a.scopes.join(" "));
-                Arc::new(AuthviaClient::new(account(base, token), &a.account_id, scopes))
-            }
-        };
-        clients.insert(settings.key.clone(), (fingerprint, client.clone()));
-        Ok(client)
-    }
+/// A signing secret the pass decided to generate: `act` writes it (into a Secret the subscription owns)
+/// before any remote call uses it.
+#[derive(Clone, Debug)]
+pub struct SecretToGenerate {
+    /// Secret name.
+    pub name: String,
+    /// Key.
+    pub key: String,
+    /// The new value.
+    pub value: SecretString,
 }
 
 /// Reads the Secrets of one namespace for one pass, each at most once: references often share a Secret
@@ -211,16 +104,21 @@ impl ProviderRegistry {
 pub struct SecretReader<'a> {
     client: &'a kube::Client,
     namespace: String,
+    /// The uid of the subscription the pass is for: the owner a generated Secret must have.
+    owner_uid: String,
     cache: HashMap<String, Option<Secret>>,
+    to_generate: Vec<SecretToGenerate>,
 }
 
 impl<'a> SecretReader<'a> {
-    /// A reader of `namespace`.
-    pub fn new(client: &'a kube::Client, namespace: &str) -> Self {
+    /// A reader of `namespace`, for the subscription with `owner_uid`.
+    pub fn new(client: &'a kube::Client, namespace: &str, owner_uid: &str) -> Self {
         SecretReader {
             client,
             namespace: namespace.to_string(),
+            owner_uid: owner_uid.to_string(),
             cache: HashMap::new(),
+            to_generate: Vec::new(),
         }
     }
 
@@ -255,19 +153,77 @@ impl<'a> SecretReader<'a> {
                 selector.name
             )));
         };
-        let value = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(&selector.key))
-            .map(|ByteString(bytes)| String::from_utf8_lossy(bytes).into_owned());
-        match value {
-            Some(v) if !v.is_empty() => Ok(SecretString::from(v)),
-            _ => Err(err(format!(
+        match key_value(secret, &selector.key) {
+            Some(v) => Ok(v),
+            None => Err(err(format!(
                 "Secret {namespace}/{} has no key \"{}\" (referenced by {used_by}); add the key or fix the reference",
                 selector.name, selector.key
             ))),
         }
     }
+
+    /// A signing secret: its value, or (with `generate: true`, when the key is missing and the Secret is
+    /// absent or owned by this subscription) a new value queued for `act` to write.
+    pub async fn signing_secret(
+        &mut self,
+        source: &SigningSecretSource,
+        field: &str,
+        new_value: impl Fn() -> String,
+    ) -> Result<SecretString, ReconcileError> {
+        let selector = &source.secret_key_ref;
+        if let Some(queued) = self
+            .to_generate
+            .iter()
+            .find(|g| g.name == selector.name && g.key == selector.key)
+        {
+            return Ok(queued.value.clone());
+        }
+        match self.value(selector, field, false).await {
+            Ok(v) => Ok(v),
+            Err(ReconcileError::Config(_)) if source.generate => {
+                let owner_uid = self.owner_uid.clone();
+                let namespace = self.namespace.clone();
+                let existing = self.secret(&selector.name).await?;
+                if !may_generate_into(existing, &owner_uid) {
+                    return Err(ConfigError::spec(format!(
+                        "{field}: Secret {namespace}/{} exists without key \"{}\" and is not owned by this subscription, so it is not generated into; add the key or use another Secret",
+                        selector.name, selector.key
+                    ))
+                    .into());
+                }
+                let value = SecretString::from(new_value());
+                self.to_generate.push(SecretToGenerate {
+                    name: selector.name.clone(),
+                    key: selector.key.clone(),
+                    value: value.clone(),
+                });
+                Ok(value)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The signing secrets this pass decided to generate.
+    pub fn to_generate(self) -> Vec<SecretToGenerate> {
+        self.to_generate
+    }
+}
+
+/// A non-empty value of a Secret key.
+fn key_value(secret: &Secret, key: &str) -> Option<SecretString> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|ByteString(bytes)| String::from_utf8_lossy(bytes).into_owned())
+        .filter(|v| !v.is_empty())
+        .map(SecretString::from)
+}
+
+/// Whether the operator may write a generated key into this Secret: only one that does not exist yet or
+/// that the subscription owns (a user's Secret is never written).
+pub fn may_generate_into(existing: Option<&Secret>, owner_uid: &str) -> bool {
+    existing.is_none_or(|s| s.owner_references().iter().any(|o| o.uid == owner_uid))
 }
 
 /// Whether a namespace with these labels is selected.
@@ -351,259 +307,48 @@ pub async fn credentials(
         name: r.name.clone(),
         key: r.client_secret_key.clone(),
     };
-    let mut reader = SecretReader::new(client, &settings.credentials_namespace);
+    let mut reader = SecretReader::new(client, &settings.credentials_namespace, "");
     let id = reader.value(&id_selector, &used_by, true).await?;
     let secret = reader.value(&secret_selector, &used_by, true).await?;
     Ok((id.expose_secret().to_string(), secret))
 }
 
-/// Name of the Secret that keeps a Vonage-generated signing secret when the spec names none.
-pub fn vonage_secret_name(sub: &WebhookSubscription) -> String {
-    format!("{}-vonage-signing", sub.name_any())
-}
-
-/// A signing secret: read it, or (with `generate: true`) create it once in a Secret the subscription owns.
-async fn signing_secret(
-    reader: &mut SecretReader<'_>,
-    sub: &WebhookSubscription,
-    source: &SigningSecretSource,
-    field: &str,
-    value: impl Fn() -> String,
-) -> Result<SecretString, ReconcileError> {
-    let ns = sub.namespace().unwrap_or_default();
-    let selector = &source.secret_key_ref;
-    match reader.value(selector, field, false).await {
-        Ok(v) => Ok(v),
-        Err(ReconcileError::Config(_)) if source.generate => {
-            let existing = reader.secret(&selector.name).await?;
-            if existing.is_some_and(|s| {
-                s.owner_references()
-                    .iter()
-                    .all(|o| o.uid != sub.uid().unwrap_or_default())
-            }) {
-                return Err(ConfigError::spec(format!(
-                    "{field}: Secret {ns}/{} exists without key \"{}\" and is not owned by this subscription, so it is not generated into; add the key or use another Secret",
-                    selector.name, selector.key
-                ))
-                .into());
-            }
-            let generated = value();
-            store_secret(reader.client, sub, &selector.name, &selector.key, &generated).await?;
-            Ok(SecretString::from(generated))
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// Writes `key` of a Secret owned by the subscription (server-side apply, so other keys stay).
-pub async fn store_secret(
-    client: &kube::Client,
-    sub: &WebhookSubscription,
-    name: &str,
-    key: &str,
-    value: &str,
-) -> Result<(), kube::Error> {
-    let ns = sub.namespace().unwrap_or_default();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let owner = sub.controller_owner_ref(&()).expect("subscriptions have a uid");
-    let body = json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": name, "namespace": ns, "ownerReferences": [owner],
-                     "labels": {"app.kubernetes.io/managed-by": MANAGER}},
-        "type": "Opaque",
-        "stringData": {key: value},
-    });
-    secrets
-        .patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&body))
-        .await?;
-    Ok(())
-}
-
-fn random_text(len: usize) -> String {
-    std::iter::repeat_with(fastrand::alphanumeric).take(len).collect()
-}
-
-/// A random Vonage signing secret: Base64 of 32 random bytes.
-pub fn random_vonage_secret() -> String {
-    use base64::Engine as _;
-    let bytes: Vec<u8> = std::iter::repeat_with(|| fastrand::u8(..)).take(32).collect();
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// Checks AuthVia conditions: each value a scalar, or a non-empty list of scalars.
-fn conditions(raw: &Option<BTreeMap<String, Value>>) -> Result<Map<String, Value>, ConfigError> {
-    let mut out = Map::new();
-    for (key, value) in raw.iter().flatten() {
-        let scalar = |v: &Value| v.is_string() || v.is_number() || v.is_boolean();
-        let ok = scalar(value) || value.as_array().is_some_and(|a| !a.is_empty() && a.iter().all(scalar));
-        if !ok {
-            return Err(ConfigError::spec(format!(
-                "spec.authvia.conditions.{key} must be a string, number or boolean, or a non-empty list of them"
-            )));
-        }
-        out.insert(key.clone(), value.clone());
-    }
-    Ok(out)
-}
-
-/// Builds what the provider should hold, reading (and where asked, generating) the referenced Secrets.
+/// What the provider should hold, with the referenced Secrets read, and the signing secrets to generate.
 pub async fn desired(
     client: &kube::Client,
     sub: &WebhookSubscription,
-    provider_type: ProviderType,
+    provider: ProviderType,
     provider_display: &str,
-) -> Result<Desired, ReconcileError> {
-    let ns = sub.namespace().unwrap_or_default();
-    let spec = &sub.spec;
-    let set = block_type(sub);
-    if set != provider_type {
-        return Err(ConfigError::spec(format!(
-            "spec.{} is set but {provider_display} is for {}; use spec.{} instead, or point spec.providerRef at a provider for {}",
-            set.as_str(),
-            provider_type.as_str(),
-            provider_type.as_str(),
-            set.as_str()
-        ))
-        .into());
-    }
-    let mut reader = SecretReader::new(client, &ns);
-    let spec_out = match provider_type {
-        ProviderType::Avaya => {
-            let a = spec.avaya.as_ref().expect("checked");
-            let auth_token = match &a.auth_token {
-                Some(source) => Some(
-                    reader
-                        .value(&source.secret_key_ref, "spec.avaya.authToken", false)
-                        .await?,
-                ),
-                None => None,
-            };
-            DesiredSpec::Avaya(AvayaDesired {
-                families: a
-                    .families
-                    .iter()
-                    .map(|f| {
-                        serde_json::to_value(f)
-                            .expect("JSON")
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string()
-                    })
-                    .collect(),
-                events: a.events.clone(),
-                method: serde_json::to_value(a.method)
-                    .expect("JSON")
-                    .as_str()
-                    .unwrap_or("POST")
-                    .to_string(),
-                auth_token,
-                auth_token_header: a.auth_token_header.clone(),
-            })
-        }
-        ProviderType::Vonage => {
-            let v = spec.vonage.as_ref().expect("checked");
-            let secret = match &v.signing_secret {
-                Some(source) => Some(
-                    signing_secret(
-                        &mut reader,
-                        sub,
-                        source,
-                        "spec.vonage.signingSecret",
-                        random_vonage_secret,
-                    )
-                    .await?,
-                ),
-                None => None,
-            };
-            DesiredSpec::Vonage(VonageDesired {
-                name: v.name.clone().unwrap_or_else(|| format!("{ns}-{}", sub.name_any())),
-                events: v.events.clone(),
-                enabled: v.enabled,
-                secret,
-            })
-        }
-        ProviderType::Authvia => {
-            let a = spec.authvia.as_ref().expect("checked");
-            let secret = match &a.signing_secret {
-                Some(source) => Some(
-                    signing_secret(&mut reader, sub, source, "spec.authvia.signingSecret", || {
-                        random_text(48)
-                    })
-                    .await?,
-                ),
-                None => None,
-            };
-            let mut headers = Vec::new();
-            for (i, h) in a.headers.iter().enumerate() {
-                let value = match (&h.value, &h.value_from) {
-                    (Some(v), _) => SecretString::from(v.clone()),
-                    (None, Some(source)) => {
-                        let used_by = format!("spec.authvia.headers[{i}].valueFrom");
-                        reader.value(&source.secret_key_ref, &used_by, false).await?
-                    }
-                    (None, None) => {
-                        return Err(ConfigError::spec(format!(
-                            "spec.authvia.headers[{i}] needs value or valueFrom.secretKeyRef"
-                        ))
-                        .into());
-                    }
-                };
-                headers.push((h.name.clone(), value));
-            }
-            DesiredSpec::Authvia(AuthviaDesired {
-                event_type: a.event_type.clone(),
-                description: a.description.clone(),
-                timeout_seconds: a.timeout_seconds.map(i64::from),
-                attempts: i64::from(a.attempts),
-                auto_disable: a.auto_disable,
-                disable_callback_url: a.disable_callback_url.clone(),
-                disabled: a.disabled,
-                conditions: conditions(&a.conditions)?,
-                headers,
-                secret,
-            })
-        }
-    };
-    Ok(Desired {
-        endpoint: spec.endpoint.clone(),
-        spec: spec_out,
+) -> Result<(Desired, Vec<SecretToGenerate>), ReconcileError> {
+    let mut reader = SecretReader::new(client, &sub.namespace().unwrap_or_default(), &uid_of(sub));
+    let desired = bindings::desired(sub, provider, provider_display, &mut reader).await?;
+    Ok((desired, reader.to_generate()))
+}
+
+/// Reads what the plan asked for from the provider: one subscription, or the account's matches.
+pub async fn remote(
+    api: &dyn WebhookApi,
+    lookup: Lookup,
+    desired: &Desired,
+) -> Result<Option<Observation>, ReconcileError> {
+    Ok(match lookup {
+        Lookup::Nothing => None,
+        Lookup::Get(id) => match api.get(&id).await {
+            Ok(remote) => Some(Observation::Found(remote)),
+            Err(e) if e.is_not_found() => Some(Observation::Gone),
+            Err(e) => return Err(e.into()),
+        },
+        Lookup::Find(search) => Some(Observation::Matches(search, api.find_matches(desired).await?)),
     })
 }
 
-/// Which API a subscription's spec block is for (the schema requires exactly one block).
-pub fn block_type(sub: &WebhookSubscription) -> ProviderType {
-    match (&sub.spec.avaya, &sub.spec.vonage) {
-        (Some(_), _) => ProviderType::Avaya,
-        (_, Some(_)) => ProviderType::Vonage,
-        _ => ProviderType::Authvia,
-    }
-}
-
-/// A Secret change must reach subscriptions that reference it by name in their namespace.
-pub fn referenced_secrets(sub: &WebhookSubscription) -> Vec<String> {
-    let spec = &sub.spec;
-    let mut names = Vec::new();
-    if let Some(a) = &spec.avaya
-        && let Some(t) = &a.auth_token
-    {
-        names.push(t.secret_key_ref.name.clone());
-    }
-    if let Some(v) = &spec.vonage
-        && let Some(s) = &v.signing_secret
-    {
-        names.push(s.secret_key_ref.name.clone());
-    }
-    if let Some(a) = &spec.authvia {
-        if let Some(s) = &a.signing_secret {
-            names.push(s.secret_key_ref.name.clone());
-        }
-        for h in &a.headers {
-            if let Some(v) = &h.value_from {
-                names.push(v.secret_key_ref.name.clone());
-            }
-        }
-    }
-    names
+/// `WebhookProvider "name"` or `ClusterWebhookProvider "name"`, as a subscription refers to it.
+pub fn provider_ref_display(sub: &WebhookSubscription) -> String {
+    let kind = match sub.spec.provider_ref.kind {
+        ProviderKind::WebhookProvider => "WebhookProvider",
+        ProviderKind::ClusterWebhookProvider => "ClusterWebhookProvider",
+    };
+    format!("{kind} \"{}\"", sub.spec.provider_ref.name)
 }
 
 /// `metadata.uid` or an empty string.
@@ -614,7 +359,7 @@ pub fn uid_of<K: Resource>(object: &K) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelectorRequirement, ObjectMeta, OwnerReference};
 
     #[test]
     fn namespace_selectors() {
@@ -640,15 +385,20 @@ mod tests {
     }
 
     #[test]
-    fn conditions_must_be_scalars_or_lists_of_scalars() {
-        let ok = Some(BTreeMap::from([
-            ("status".to_string(), json!("failed")),
-            ("amount".to_string(), json!([1, 2])),
-        ]));
-        assert_eq!(conditions(&ok).unwrap().len(), 2);
-        let bad = Some(BTreeMap::from([("status".to_string(), json!({"nested": true}))]));
-        let err = conditions(&bad).unwrap_err();
-        assert!(err.message.starts_with("spec.authvia.conditions.status must be"));
-        assert_eq!(err.reason, "InvalidSpec");
+    fn generated_secrets_go_only_into_absent_or_owned_secrets() {
+        assert!(may_generate_into(None, "uid-1"));
+        let owned_by = |uid: &str| Secret {
+            metadata: ObjectMeta {
+                owner_references: Some(vec![OwnerReference {
+                    uid: uid.into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(may_generate_into(Some(&owned_by("uid-1")), "uid-1"));
+        assert!(!may_generate_into(Some(&owned_by("uid-2")), "uid-1"));
+        assert!(!may_generate_into(Some(&Secret::default()), "uid-1"));
     }
 }

@@ -1,93 +1,19 @@
-//! The pure part of a reconcile: from what was observed, decide what to look up and what to change.
-//! Nothing here performs I/O, so every branch is unit-tested.
+//! The pure part of a reconcile: from what was observed, decide what to read, what to change, whether a
+//! failed subscription is still held back, and what deleting it means. Nothing here performs I/O, so every
+//! branch is unit-tested; `act` carries the decisions out.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
+use super::bindings::{self, Rotation};
+use super::reason::Reason;
 use crate::api::{
-    ANNOTATION_PREFIX, AdoptionPolicy, RenewalPolicy, WebhookSubscriptionStatus, condition, find_condition,
+    AdoptionPolicy, Annotations, DeletionPolicy, RenewalPolicy, WebhookSubscriptionStatus, condition, find_condition,
+    parse_go_duration,
 };
-use crate::providers::{Desired, DesiredSpec, Field, Remote, drift};
-
-/// The operator's annotations on a subscription.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Annotations {
-    /// `paused: "true"`.
-    pub paused: bool,
-    /// `reconcile-requested-at`.
-    pub reconcile_requested: Option<String>,
-    /// `renew-requested-at`.
-    pub renew_requested: Option<String>,
-    /// `external-id`.
-    pub external_id: Option<String>,
-    /// `create-pending`.
-    pub create_pending: Option<String>,
-    /// `drift-check-interval` (a Go duration), overriding the operator's flag for this object.
-    pub drift_check_interval: Option<Duration>,
-}
-
-/// Annotation names.
-pub mod annotation {
-    /// Stop all remote writes (deletion still runs).
-    pub const PAUSED: &str = "webhook-operator.dev/paused";
-    /// On-demand sync token.
-    pub const RECONCILE_REQUESTED_AT: &str = "webhook-operator.dev/reconcile-requested-at";
-    /// On-demand renewal token.
-    pub const RENEW_REQUESTED_AT: &str = "webhook-operator.dev/renew-requested-at";
-    /// The remote id: written after a create, or set by a user to import.
-    pub const EXTERNAL_ID: &str = "webhook-operator.dev/external-id";
-    /// Written before a create and cleared after: found alone, a create may have leaked.
-    pub const CREATE_PENDING: &str = "webhook-operator.dev/create-pending";
-    /// Per-object drift check interval.
-    pub const DRIFT_CHECK_INTERVAL: &str = "webhook-operator.dev/drift-check-interval";
-}
-
-impl Annotations {
-    /// Reads the operator's annotations (unknown ones under the prefix are ignored).
-    pub fn parse(map: &BTreeMap<String, String>) -> Self {
-        let get = |name: &str| map.get(name).filter(|v| !v.is_empty()).cloned();
-        debug_assert!(annotation::PAUSED.starts_with(ANNOTATION_PREFIX));
-        Annotations {
-            paused: get(annotation::PAUSED).is_some_and(|v| v.eq_ignore_ascii_case("true")),
-            reconcile_requested: get(annotation::RECONCILE_REQUESTED_AT),
-            renew_requested: get(annotation::RENEW_REQUESTED_AT),
-            external_id: get(annotation::EXTERNAL_ID),
-            create_pending: get(annotation::CREATE_PENDING),
-            drift_check_interval: get(annotation::DRIFT_CHECK_INTERVAL).and_then(|v| parse_go_duration(&v)),
-        }
-    }
-}
-
-/// Parses a Go duration such as `90s`, `5m`, `1h30m`, `1.5h`, `250ms`.
-pub fn parse_go_duration(text: &str) -> Option<Duration> {
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let number_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let number: f64 = rest[..number_end].parse().ok()?;
-        rest = &rest[number_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_end] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        total += number * scale;
-        rest = &rest[unit_end..];
-    }
-    Some(Duration::from_secs_f64(total))
-}
+use crate::providers::{Desired, Field, ProviderType, Remote, drift};
 
 /// What the controller knows before any remote call.
 #[derive(Clone, Debug)]
@@ -98,6 +24,8 @@ pub struct Facts {
     pub generation: i64,
     /// `metadata.uid` (spreads renewal jitter deterministically).
     pub uid: String,
+    /// The provider's API.
+    pub provider: ProviderType,
     /// Current status.
     pub status: WebhookSubscriptionStatus,
     /// Annotations.
@@ -111,7 +39,6 @@ pub struct Facts {
     /// Drift check interval (flag, or the object's annotation).
     pub drift_interval: Duration,
 }
-
 impl Facts {
     /// The remote id: the annotation (durable, or set by a user to import) before status.
     pub fn known_id(&self) -> Option<&str> {
@@ -230,14 +157,22 @@ pub enum RenewReason {
 /// The second decision: what to change.
 #[derive(Clone, Debug)]
 pub enum Action {
-    /// Nothing to change (status may still record what was read).
-    Nothing(Option<Remote>),
+    /// Nothing to change (status records what was read).
+    Nothing(Remote),
     /// Create a subscription.
     Create,
-    /// The known subscription is gone: create a new one (with a Warning).
-    Recreate,
-    /// Take over this existing subscription, then converge it.
-    Adopt(Remote),
+    /// The known subscription (this id) is gone: create a new one.
+    Recreate(String),
+    /// Take over this existing subscription, then send these fields and/or renew. The adopted
+    /// subscription's secrets are unknown, so they are always sent.
+    Adopt {
+        /// The subscription taken over.
+        remote: Remote,
+        /// Fields to update.
+        update: BTreeSet<Field>,
+        /// Whether (and why) to renew.
+        renew: Option<RenewReason>,
+    },
     /// Send only these fields, and/or renew.
     Converge {
         /// The subscription as read.
@@ -250,7 +185,7 @@ pub enum Action {
     /// No safe move: a condition explains what the user must decide.
     Blocked {
         /// Condition reason.
-        reason: &'static str,
+        reason: Reason,
         /// What to do.
         message: String,
     },
@@ -263,33 +198,48 @@ fn ids(remotes: &[Remote]) -> String {
 /// Decides what to change from what was read.
 pub fn decide(facts: &Facts, desired: &Desired, observation: Observation) -> Action {
     match observation {
-        Observation::Gone => Action::Recreate,
+        Observation::Gone => Action::Recreate(facts.known_id().unwrap_or_default().to_string()),
         Observation::Matches(search, mut matches) => match (search, facts.adoption, matches.len()) {
             (_, _, n) if n > 1 => Action::Blocked {
-                reason: "AdoptionAmbiguous",
+                reason: Reason::AdoptionAmbiguous,
                 message: format!(
                     "{n} remote subscriptions match this one ({}); set the webhook-operator.dev/external-id annotation to the one to keep",
                     ids(&matches)
                 ),
             },
             // A create of ours may have succeeded before its id was recorded: take the single match.
-            (Search::LeakRecovery, _, 1) => Action::Adopt(matches.remove(0)),
+            (Search::LeakRecovery, _, 1) => adopt(facts, desired, matches.remove(0)),
             (Search::LeakRecovery, _, _) => Action::Create,
             (Search::BeforeCreate, AdoptionPolicy::None, 1) => Action::Blocked {
-                reason: "AlreadyExists",
+                reason: Reason::AlreadyExists,
                 message: format!(
                     "remote subscription {} already matches this one and adoptionPolicy is None; set spec.adoptionPolicy to Adopt or AdoptOrCreate to take it over, or change the spec",
                     matches[0].id
                 ),
             },
             (Search::BeforeCreate, AdoptionPolicy::Adopt, 0) => Action::Blocked {
-                reason: "NotFound",
+                reason: Reason::NotFound,
                 message: "adoptionPolicy is Adopt but no remote subscription matches; create one at the provider, set the webhook-operator.dev/external-id annotation, or use AdoptOrCreate".into(),
             },
-            (Search::BeforeCreate, _, 1) => Action::Adopt(matches.remove(0)),
+            (Search::BeforeCreate, _, 1) => adopt(facts, desired, matches.remove(0)),
             (Search::BeforeCreate, _, _) => Action::Create,
         },
         Observation::Found(remote) => converge(facts, desired, remote),
+    }
+}
+
+/// Adopting: the remote subscription's secrets are unknown, so converge as if every secret had rotated.
+fn adopt(facts: &Facts, desired: &Desired, remote: Remote) -> Action {
+    let mut unknown_secrets = facts.clone();
+    unknown_secrets.status.applied_secret_hash = None;
+    match converge(&unknown_secrets, desired, remote) {
+        Action::Nothing(remote) => Action::Adopt {
+            remote,
+            update: BTreeSet::new(),
+            renew: None,
+        },
+        Action::Converge { remote, update, renew } => Action::Adopt { remote, update, renew },
+        other => other,
     }
 }
 
@@ -297,41 +247,22 @@ pub fn decide(facts: &Facts, desired: &Desired, observation: Observation) -> Act
 pub fn converge(facts: &Facts, desired: &Desired, remote: Remote) -> Action {
     let mut update = drift(desired, &remote);
     let rotated = facts.secret_hash != facts.status.applied_secret_hash;
-    let mut renew = None;
-    match &desired.spec {
-        DesiredSpec::Avaya(a) => {
-            // Avaya rotates the delivery token through renew, which also extends the lifetime.
-            let token_changed = update.remove(&Field::AuthToken) || (rotated && a.auth_token.is_some());
-            renew = if token_changed && !update.contains(&Field::AuthTokenHeader) {
-                Some(RenewReason::Rotation)
-            } else if remote.is_inactive() {
-                Some(RenewReason::Reactivate)
-            } else if facts.renew_requested() {
-                Some(RenewReason::Requested)
-            } else if facts.renewal_due() {
-                Some(RenewReason::Due)
-            } else {
-                None
-            };
-        }
-        DesiredSpec::Vonage(v) => {
-            if rotated && v.secret.is_some() {
-                update.insert(Field::Secret);
-            }
-        }
-        DesiredSpec::Authvia(a) => {
-            if rotated {
-                if a.secret.is_some() {
-                    update.insert(Field::Secret);
-                }
-                if !a.headers.is_empty() {
-                    update.insert(Field::Headers);
-                }
-            }
-        }
-    }
+    let rotation = bindings::rotation(&desired.spec, rotated, &mut update);
+    let renew = if rotation == Rotation::ByRenew {
+        Some(RenewReason::Rotation)
+    } else if !bindings::expires(facts.provider) {
+        None
+    } else if remote.is_inactive() {
+        Some(RenewReason::Reactivate)
+    } else if facts.renew_requested() {
+        Some(RenewReason::Requested)
+    } else if facts.renewal_due() {
+        Some(RenewReason::Due)
+    } else {
+        None
+    };
     if update.is_empty() && renew.is_none() {
-        Action::Nothing(Some(remote))
+        Action::Nothing(remote)
     } else {
         Action::Converge { remote, update, renew }
     }
@@ -365,14 +296,111 @@ pub fn renewal_time(
     let spread = (lifetime_secs / 20.0).min(300.0);
     let digest = ring::digest::digest(&ring::digest::SHA256, uid.as_bytes());
     let fraction = f64::from(u16::from_be_bytes([digest.as_ref()[0], digest.as_ref()[1]])) / f64::from(u16::MAX);
-    let at = expires_at - SignedDuration::from_secs_f64(before_secs + spread * fraction);
-    at.max(observed_at)
+    SignedDuration::try_from_secs_f64(before_secs + spread * fraction)
+        .ok()
+        .and_then(|before| expires_at.checked_sub(before).ok())
+        .unwrap_or(observed_at)
+        .max(observed_at)
+}
+
+/// When to look at an object again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// Only when it (or something it references) changes.
+    OnChange,
+    /// After this long.
+    After(Duration),
+}
+
+/// Why a subscription is held back from retrying: the inputs it failed with, and until when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gate {
+    /// [`inputs_of`] the failed pass.
+    pub inputs: String,
+    /// Until when (None: until the inputs change).
+    pub until: Option<Timestamp>,
+    /// Consecutive failures.
+    pub failures: u32,
+}
+
+/// A fingerprint of what a retry would use: a change lets a held-back subscription try at once.
+pub fn inputs_of(generation: i64, annotations: &Annotations, secret_hash: Option<&str>, provider: &str) -> String {
+    format!(
+        "{generation}|{}|{provider}|{}|{}",
+        secret_hash.unwrap_or(""),
+        annotations.reconcile_requested.as_deref().unwrap_or(""),
+        annotations.external_id.as_deref().unwrap_or(""),
+    )
+}
+
+/// Whether a subscription that failed stays quiet: its inputs are the same and its time has not come.
+/// Returns when to look again if so.
+pub fn held(gate: Option<&Gate>, inputs: &str, now: Timestamp) -> Option<Wake> {
+    let gate = gate.filter(|g| g.inputs == inputs)?;
+    match gate.until {
+        None => Some(Wake::OnChange),
+        Some(until) if now < until => Some(Wake::After(
+            Duration::try_from(until.duration_since(now)).unwrap_or(Duration::ZERO),
+        )),
+        Some(_) => None,
+    }
+}
+
+/// What deleting a `WebhookSubscription` means for its remote subscription.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Deletion {
+    /// deletionPolicy Orphan: keep it (the id, when one is known, goes into an Event).
+    Orphan(Option<String>),
+    /// Nothing was ever created: release at once.
+    Release,
+    /// Delete this remote subscription.
+    Delete(String),
+    /// A create may have leaked before its id was recorded: look for its single match.
+    FindLeak,
+}
+
+/// Decides what deleting means.
+pub fn deletion(
+    policy: DeletionPolicy,
+    annotations: &Annotations,
+    status: Option<&WebhookSubscriptionStatus>,
+) -> Deletion {
+    let id = annotations
+        .external_id
+        .clone()
+        .or_else(|| status.and_then(|s| s.subscription_id.clone()));
+    match (policy, id) {
+        (DeletionPolicy::Orphan, id) => Deletion::Orphan(id),
+        (DeletionPolicy::Delete, Some(id)) => Deletion::Delete(id),
+        (DeletionPolicy::Delete, None) if annotations.create_pending.is_some() => Deletion::FindLeak,
+        (DeletionPolicy::Delete, None) => Deletion::Release,
+    }
+}
+
+/// What a leak search during deletion found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Leak {
+    /// The single match: ours, delete it.
+    Delete(String),
+    /// Nothing leaked.
+    None,
+    /// Several match: delete none (it cannot be told which is ours).
+    Ambiguous(usize),
+}
+
+/// Decides which leaked subscription to delete.
+pub fn leaked(matches: &[Remote]) -> Leak {
+    match matches {
+        [only] => Leak::Delete(only.id.clone()),
+        [] => Leak::None,
+        many => Leak::Ambiguous(many.len()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::{AvayaDesired, VonageDesired, fingerprint};
+    use crate::providers::{AvayaDesired, DesiredSpec, RemoteState, VonageDesired, fingerprint};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
     use secrecy::SecretString;
     use serde_json::json;
@@ -397,6 +425,7 @@ mod tests {
             now: ts("2026-01-01T12:00:00Z"),
             generation: 1,
             uid: "uid-1".into(),
+            provider: ProviderType::Avaya,
             status: WebhookSubscriptionStatus {
                 observed_generation: Some(1),
                 conditions: vec![ready()],
@@ -432,7 +461,12 @@ mod tests {
     fn remote_for(desired: &Desired, state: &str) -> Remote {
         Remote {
             id: "id-1".into(),
-            state: state.into(),
+            state: match state {
+                "ACTIVE" => RemoteState::Active,
+                "INACTIVE" => RemoteState::Inactive,
+                "Enabled" => RemoteState::Enabled,
+                other => RemoteState::Unknown(other.into()),
+            },
             expires_at: None,
             fields: desired.comparable(),
             generated_secret: None,
@@ -508,17 +542,20 @@ mod tests {
         assert!(matches!(
             decide_with(None, BeforeCreate, one.clone()),
             Action::Blocked {
-                reason: "AlreadyExists",
+                reason: Reason::AlreadyExists,
                 ..
             }
         ));
         assert!(matches!(
             decide_with(Adopt, BeforeCreate, vec![]),
-            Action::Blocked { reason: "NotFound", .. }
+            Action::Blocked {
+                reason: Reason::NotFound,
+                ..
+            }
         ));
         assert!(matches!(
             decide_with(Adopt, BeforeCreate, one.clone()),
-            Action::Adopt(_)
+            Action::Adopt { .. }
         ));
         assert!(matches!(
             decide_with(AdoptOrCreate, BeforeCreate, vec![]),
@@ -526,22 +563,22 @@ mod tests {
         ));
         assert!(matches!(
             decide_with(AdoptOrCreate, BeforeCreate, one.clone()),
-            Action::Adopt(_)
+            Action::Adopt { .. }
         ));
         assert!(matches!(
             decide_with(AdoptOrCreate, BeforeCreate, two.clone()),
             Action::Blocked {
-                reason: "AdoptionAmbiguous",
+                reason: Reason::AdoptionAmbiguous,
                 ..
             }
         ));
         // Leak recovery adopts its own single match whatever the policy, and never creates twice.
-        assert!(matches!(decide_with(None, LeakRecovery, one), Action::Adopt(_)));
+        assert!(matches!(decide_with(None, LeakRecovery, one), Action::Adopt { .. }));
         assert!(matches!(decide_with(None, LeakRecovery, vec![]), Action::Create));
         assert!(matches!(
             decide_with(None, LeakRecovery, two),
             Action::Blocked {
-                reason: "AdoptionAmbiguous",
+                reason: Reason::AdoptionAmbiguous,
                 ..
             }
         ));
@@ -555,7 +592,7 @@ mod tests {
             decide(&f, &d, Observation::Found(remote_for(&d, "ACTIVE"))),
             Action::Nothing(_)
         ));
-        assert!(matches!(decide(&f, &d, Observation::Gone), Action::Recreate));
+        assert!(matches!(decide(&f, &d, Observation::Gone), Action::Recreate(_)));
 
         let mut moved = avaya("tok");
         moved.endpoint = "https://h.example.com/b".into();
@@ -668,11 +705,136 @@ mod tests {
     }
 
     #[test]
-    fn go_durations() {
-        assert_eq!(parse_go_duration("1h30m"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_go_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_go_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_go_duration("5"), None);
-        assert_eq!(parse_go_duration("5x"), None);
+    fn vonage_subscriptions_are_never_renewed() {
+        let d = Desired {
+            endpoint: "https://h.example.com/v".into(),
+            spec: DesiredSpec::Vonage(VonageDesired {
+                name: "n-1".into(),
+                events: vec!["agent.presencechanged.v1".into()],
+                enabled: true,
+                secret: None,
+            }),
+        };
+        let mut f = facts();
+        f.provider = ProviderType::Vonage;
+        f.secret_hash = None;
+        f.status.applied_secret_hash = None;
+        f.annotations.renew_requested = Some("t1".into());
+        f.now = ts("2026-01-01T12:10:01Z");
+        assert!(matches!(
+            decide(&f, &d, Observation::Found(remote_for(&d, "Enabled"))),
+            Action::Nothing(_)
+        ));
+    }
+
+    #[test]
+    fn adopting_sends_the_secrets_because_the_remote_ones_are_unknown() {
+        let d = avaya("tok");
+        let mut f = facts();
+        f.annotations.external_id = None;
+        f.status.subscription_id = None;
+        f.adoption = AdoptionPolicy::Adopt;
+        match decide(
+            &f,
+            &d,
+            Observation::Matches(Search::BeforeCreate, vec![remote_for(&d, "ACTIVE")]),
+        ) {
+            Action::Adopt { remote, update, renew } => {
+                assert_eq!(remote.id, "id-1");
+                assert!(update.is_empty());
+                assert_eq!(renew, Some(RenewReason::Rotation), "the token is pushed through renew");
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut moved = avaya("tok");
+        moved.endpoint = "https://h.example.com/b".into();
+        match decide(
+            &f,
+            &moved,
+            Observation::Matches(Search::BeforeCreate, vec![remote_for(&d, "ACTIVE")]),
+        ) {
+            Action::Adopt { update, .. } => assert_eq!(update, BTreeSet::from([Field::Endpoint])),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_failed_subscription_is_held_until_its_time_or_a_change() {
+        let now = ts("2026-01-01T12:00:00Z");
+        let gate = Gate {
+            inputs: "a".into(),
+            until: Some(ts("2026-01-01T12:00:10Z")),
+            failures: 2,
+        };
+        assert_eq!(held(Some(&gate), "a", now), Some(Wake::After(Duration::from_secs(10))));
+        assert_eq!(held(Some(&gate), "b", now), None, "changed inputs retry at once");
+        assert_eq!(
+            held(Some(&gate), "a", ts("2026-01-01T12:00:10Z")),
+            None,
+            "its time has come"
+        );
+        assert_eq!(held(None, "a", now), None);
+        let until_change = Gate { until: None, ..gate };
+        assert_eq!(held(Some(&until_change), "a", now), Some(Wake::OnChange));
+        let a = Annotations::default();
+        assert_ne!(
+            inputs_of(1, &a, Some("h1"), "p"),
+            inputs_of(1, &a, Some("h2"), "p"),
+            "a rotated secret is a new input"
+        );
+        assert_ne!(inputs_of(1, &a, None, "p"), inputs_of(2, &a, None, "p"));
+        let requested = Annotations {
+            reconcile_requested: Some("t".into()),
+            ..Default::default()
+        };
+        assert_ne!(inputs_of(1, &a, None, "p"), inputs_of(1, &requested, None, "p"));
+    }
+
+    #[test]
+    fn deletion_deletes_orphans_releases_or_looks_for_a_leak() {
+        let with_id = Annotations {
+            external_id: Some("id-1".into()),
+            ..Default::default()
+        };
+        let pending = Annotations {
+            create_pending: Some("2026-01-01T11:00:00Z".into()),
+            ..Default::default()
+        };
+        let status_only = WebhookSubscriptionStatus {
+            subscription_id: Some("id-2".into()),
+            ..Default::default()
+        };
+        use DeletionPolicy::{Delete, Orphan};
+        assert_eq!(deletion(Delete, &with_id, None), Deletion::Delete("id-1".into()));
+        assert_eq!(
+            deletion(Delete, &Annotations::default(), Some(&status_only)),
+            Deletion::Delete("id-2".into())
+        );
+        assert_eq!(deletion(Delete, &pending, None), Deletion::FindLeak);
+        assert_eq!(deletion(Delete, &Annotations::default(), None), Deletion::Release);
+        assert_eq!(deletion(Orphan, &with_id, None), Deletion::Orphan(Some("id-1".into())));
+        assert_eq!(deletion(Orphan, &pending, None), Deletion::Orphan(None));
+
+        let d = avaya("tok");
+        assert_eq!(leaked(&[]), Leak::None);
+        assert_eq!(leaked(&[remote_for(&d, "ACTIVE")]), Leak::Delete("id-1".into()));
+        assert_eq!(
+            leaked(&[remote_for(&d, "ACTIVE"), remote_for(&d, "ACTIVE")]),
+            Leak::Ambiguous(2)
+        );
+    }
+
+    #[test]
+    fn renewal_time_survives_any_lifetime() {
+        let observed = ts("2026-01-01T00:00:00Z");
+        let far = jiff::Timestamp::MAX;
+        assert!(renewal_time(observed, far, None, "u") >= observed);
+        assert_eq!(renewal_time(observed, observed, None, "u"), observed);
+        let before = RenewalPolicy {
+            renew_before: Some("99999999999999999999h".into()),
+            renew_before_percentage: None,
+        };
+        let at = renewal_time(observed, ts("2026-01-01T00:15:00Z"), Some(&before), "u");
+        assert!(at >= observed && at <= ts("2026-01-01T00:10:00Z"), "{at}");
     }
 }

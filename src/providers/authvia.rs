@@ -21,8 +21,8 @@ use serde_json::{Map, Value, json};
 use super::auth::TokenRequest;
 use super::http::{ApiClient, Call, Reply};
 use super::{
-    AccountConfig, Desired, DesiredSpec, ErrorKind, Field, ProviderError, ProviderType, Remote, Result, WebhookApi,
-    fingerprint,
+    AccountConfig, Desired, DesiredSpec, ErrorKind, Field, ProviderError, ProviderType, Remote, RemoteState, Result,
+    WebhookApi, fingerprint,
 };
 
 const PROVIDER: &str = "authvia";
@@ -110,7 +110,7 @@ fn remote_from(value: &Value) -> Option<Remote> {
     let disabled = value[wire::DISABLED].as_bool().unwrap_or(false);
     Some(Remote {
         id,
-        state: if disabled { "Disabled" } else { "Enabled" }.into(),
+        state: RemoteState::from_enabled(!disabled),
         expires_at: None,
         fields,
         generated_secret: None,

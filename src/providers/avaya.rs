@@ -13,8 +13,8 @@ use serde_json::{Map, Value, json};
 use super::auth::TokenRequest;
 use super::http::{ApiClient, Call, Reply};
 use super::{
-    AccountConfig, Desired, DesiredSpec, ErrorKind, Field, ProviderError, ProviderType, Remote, Result, WebhookApi,
-    fingerprint, string_or_list,
+    AccountConfig, Desired, DesiredSpec, ErrorKind, Field, ProviderError, ProviderType, Remote, RemoteState, Result,
+    WebhookApi, fingerprint, string_or_list,
 };
 
 const PROVIDER: &str = "avaya";
@@ -126,7 +126,7 @@ fn remote_from(value: &Value, api: &ApiClient) -> Option<Remote> {
         .or_else(|| value["expiresAt"].as_str().and_then(|s| s.parse().ok()));
     Some(Remote {
         id,
-        state: value["status"].as_str().unwrap_or("UNKNOWN").to_string(),
+        state: RemoteState::from_avaya(value["status"].as_str()),
         expires_at,
         fields,
         generated_secret: None,

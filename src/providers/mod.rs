@@ -33,6 +33,9 @@ pub enum ProviderType {
 }
 
 impl ProviderType {
+    /// Every supported API.
+    pub const ALL: [ProviderType; 3] = [ProviderType::Avaya, ProviderType::Vonage, ProviderType::Authvia];
+
     /// The name used in specs, logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -255,14 +258,77 @@ impl Desired {
     }
 }
 
+/// What a provider says of a subscription, as far as the operator acts on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RemoteState {
+    /// Avaya `ACTIVE`: delivering.
+    Active,
+    /// Avaya `INACTIVE`: expired or stopped; renew reactivates it.
+    Inactive,
+    /// Avaya `PENDING`: not delivering yet.
+    Pending,
+    /// Vonage or AuthVia: delivering.
+    Enabled,
+    /// Vonage `enabled: false` or AuthVia `disabled` (by the user, or AuthVia's auto-disable).
+    Disabled,
+    /// A state the operator does not know, kept as the provider wrote it.
+    Unknown(String),
+}
+
+impl RemoteState {
+    /// From Avaya's `status`.
+    pub fn from_avaya(status: Option<&str>) -> Self {
+        match status {
+            Some("ACTIVE") => RemoteState::Active,
+            Some("INACTIVE") => RemoteState::Inactive,
+            Some("PENDING") => RemoteState::Pending,
+            Some(other) => RemoteState::Unknown(other.to_string()),
+            None => RemoteState::Unknown("UNKNOWN".into()),
+        }
+    }
+
+    /// From an enabled switch (Vonage `enabled`, AuthVia `!disabled`).
+    pub fn from_enabled(enabled: bool) -> Self {
+        if enabled {
+            RemoteState::Enabled
+        } else {
+            RemoteState::Disabled
+        }
+    }
+
+    /// As the provider writes it (and `status.remoteState` shows it).
+    pub fn as_str(&self) -> &str {
+        match self {
+            RemoteState::Active => "ACTIVE",
+            RemoteState::Inactive => "INACTIVE",
+            RemoteState::Pending => "PENDING",
+            RemoteState::Enabled => "Enabled",
+            RemoteState::Disabled => "Disabled",
+            RemoteState::Unknown(s) => s,
+        }
+    }
+}
+
+impl PartialEq<&str> for RemoteState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for RemoteState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A subscription as the provider reports it. Secret values are not kept (only fingerprints), except a
 /// signing secret the provider generated, which the caller must store at once.
 #[derive(Clone, Debug)]
 pub struct Remote {
     /// The provider's id.
     pub id: String,
-    /// The provider's state, e.g. `ACTIVE`, `INACTIVE`, `Enabled`, `Disabled`.
-    pub state: String,
+    /// The provider's state.
+    pub state: RemoteState,
     /// When it expires (providers with expiry), from the response's own `expiresIn`.
     pub expires_at: Option<Timestamp>,
     /// The managed fields as reported, in [`Desired::comparable`] form.
@@ -274,7 +340,10 @@ pub struct Remote {
 impl Remote {
     /// Whether the provider says the subscription is not delivering.
     pub fn is_inactive(&self) -> bool {
-        matches!(self.state.as_str(), "INACTIVE" | "Disabled")
+        match self.state {
+            RemoteState::Inactive | RemoteState::Disabled => true,
+            RemoteState::Active | RemoteState::Pending | RemoteState::Enabled | RemoteState::Unknown(_) => false,
+        }
     }
 }
 

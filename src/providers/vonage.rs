@@ -16,7 +16,8 @@ use serde_json::{Map, Value, json};
 use super::auth::TokenRequest;
 use super::http::{ApiClient, Call, Reply};
 use super::{
-    AccountConfig, Desired, DesiredSpec, ErrorKind, Field, ProviderError, ProviderType, Remote, Result, WebhookApi,
+    AccountConfig, Desired, DesiredSpec, ErrorKind, Field, ProviderError, ProviderType, Remote, RemoteState, Result,
+    WebhookApi,
 };
 
 const PROVIDER: &str = "vonage";
@@ -64,7 +65,7 @@ fn remote_from(value: &Value) -> Option<Remote> {
     fields.insert(Field::Enabled, json!(enabled));
     Some(Remote {
         id,
-        state: if enabled { "Enabled" } else { "Disabled" }.into(),
+        state: RemoteState::from_enabled(enabled),
         expires_at: None,
         fields,
         generated_secret: value["secret"].as_str().map(SecretString::from),

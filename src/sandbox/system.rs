@@ -390,7 +390,9 @@ impl Sandbox {
                         sub.metadata.namespace.clone().unwrap_or_default(),
                         sub.metadata.name.clone().unwrap_or_default()
                     ),
-                    provider: controller::observe::block_type(&sub).as_str().to_string(),
+                    provider: controller::bindings::subscription_block(&sub.spec)
+                        .map_or("-", |b| b.provider_type().as_str())
+                        .to_string(),
                     ready: status
                         .conditions
                         .iter()

@@ -112,7 +112,7 @@ fn actions_set_the_request_annotations() {
         assert_eq!(updated["spec"], obj["spec"], "{action} leaves the spec alone");
     }
     // The operator reads exactly these names.
-    use webhook_operator::controller::plan::annotation;
+    use webhook_operator::api::annotation;
     assert_eq!(
         annotation::RECONCILE_REQUESTED_AT,
         "webhook-operator.dev/reconcile-requested-at"

@@ -582,7 +582,7 @@ async fn rotated_secrets_reach_the_provider_and_the_next_delivery() {
     assert!(env.receiver.deliveries().last().unwrap().verified);
 
     // Vonage: rotate the generated secret by hand → update → JWTs verify with the new one.
-    let new_secret = webhook_operator::controller::observe::random_vonage_secret();
+    let new_secret = webhook_operator::controller::bindings::vonage::random_secret();
     env.secret(NS, "presence-signing", &[("secret", &new_secret)]);
     until("Vonage secret rotated", || {
         env.vonage.subscription(&vonage_id).unwrap().secret == new_secret

@@ -1,0 +1,185 @@
+//! What every reconcile shares: settings, the Kubernetes client, the provider clients, the Event
+//! recorder, and the little the controller remembers per object between passes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::Resource;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use secrecy::SecretString;
+
+use super::accounts::ProviderRegistry;
+use super::error::ReconcileError;
+use super::observe::{self, MANAGER, ProviderSettings};
+use super::plan::Gate;
+use super::report::{Note, Severity};
+use crate::api::{WebhookSubscription, WebhookSubscriptionStatus};
+use crate::clock::SharedClock;
+use crate::providers::http::{RetryPolicy, http_client};
+use crate::providers::{WebhookApi, fingerprint};
+
+/// Operator settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where ClusterWebhookProviders' Secrets live (the operator's namespace).
+    pub operator_namespace: String,
+    /// How often an up-to-date subscription is compared with the provider.
+    pub drift_interval: Duration,
+    /// How often providers' credentials are checked.
+    pub provider_check_interval: Duration,
+    /// The clock expiry logic reads.
+    pub clock: SharedClock,
+    /// Provider call retries.
+    pub retry: RetryPolicy,
+    /// The `reportingInstance` of Events.
+    pub instance: String,
+}
+
+impl Config {
+    /// Defaults: drift checks every 10 minutes, provider checks every 5.
+    pub fn new(operator_namespace: &str, clock: SharedClock) -> Self {
+        Config {
+            operator_namespace: operator_namespace.to_string(),
+            drift_interval: Duration::from_secs(600),
+            provider_check_interval: Duration::from_secs(300),
+            clock,
+            retry: RetryPolicy::default(),
+            instance: std::env::var("POD_NAME").unwrap_or_else(|_| "webhook-operator".into()),
+        }
+    }
+}
+
+/// What the controller remembers of one subscription between passes (by uid).
+#[derive(Clone, Debug, Default)]
+pub struct ObjectState {
+    /// Held back after a failure.
+    pub gate: Option<Gate>,
+    /// When this process last read the remote subscription.
+    pub last_remote_check: Option<Timestamp>,
+    /// The status last written: the watch cache can lag behind our own write, and a stale status would
+    /// make the next pass redo what was just done.
+    pub written: Option<WebhookSubscriptionStatus>,
+}
+
+/// Per-object state, removed when the object is deleted.
+#[derive(Debug, Default)]
+pub struct ObjectStates(Mutex<HashMap<String, ObjectState>>);
+
+impl ObjectStates {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, ObjectState>> {
+        // A panic elsewhere while holding the lock leaves plain data behind: keep using it.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The state of `uid` (empty when unknown).
+    pub fn get(&self, uid: &str) -> ObjectState {
+        self.map().get(uid).cloned().unwrap_or_default()
+    }
+
+    /// Changes the state of `uid`.
+    pub fn update(&self, uid: &str, change: impl FnOnce(&mut ObjectState)) {
+        change(self.map().entry(uid.to_string()).or_default());
+    }
+
+    /// Forgets a deleted object.
+    pub fn forget(&self, uid: &str) {
+        self.map().remove(uid);
+    }
+
+    /// Forgets every object not in `live` (objects deleted without a cleanup pass, e.g. a finalizer
+    /// removed by hand).
+    pub fn retain_live(&self, live: &HashSet<String>) {
+        self.map().retain(|uid, _| live.contains(uid));
+    }
+
+    /// How many objects are remembered.
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.map().is_empty()
+    }
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    /// The Kubernetes client.
+    pub client: kube::Client,
+    /// Settings.
+    pub config: Config,
+    /// Provider clients by account.
+    pub registry: ProviderRegistry,
+    recorder: Recorder,
+    /// Per-object state.
+    pub objects: ObjectStates,
+}
+
+impl Context {
+    /// A context on `client`.
+    pub fn new(client: kube::Client, config: Config) -> Arc<Self> {
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance: Some(config.instance.clone()),
+        };
+        Arc::new(Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            registry: ProviderRegistry::new(http_client(config.retry.timeout), config.clock.clone(), config.retry),
+            client,
+            config,
+            objects: ObjectStates::default(),
+        })
+    }
+
+    /// The account's client, with the fingerprint of the credentials it was built from.
+    pub async fn connect(&self, settings: &ProviderSettings) -> Result<(Arc<dyn WebhookApi>, String), ReconcileError> {
+        let (client_id, secret): (String, SecretString) = observe::credentials(&self.client, settings).await?;
+        let api = self.registry.client(settings, &client_id, &secret)?;
+        Ok((api, fingerprint(&secret)))
+    }
+
+    /// Publishes the Events of a pass on the subscription (a failure to publish is logged, not retried).
+    pub async fn publish(&self, sub: &WebhookSubscription, notes: Vec<Note>) {
+        for note in notes {
+            let event = Event {
+                type_: match note.severity {
+                    Severity::Normal => EventType::Normal,
+                    Severity::Warning => EventType::Warning,
+                },
+                reason: note.reason.as_str().into(),
+                note: Some(note.message),
+                action: note.reason.as_str().into(),
+                secondary: None,
+            };
+            if let Err(e) = self.recorder.publish(&event, &sub.object_ref(&())).await {
+                tracing::warn!(error = %e, "could not publish an Event");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_state_is_forgotten_on_delete_and_pruned_to_live_objects() {
+        let states = ObjectStates::default();
+        for i in 0..1000 {
+            states.update(&format!("uid-{i}"), |s| {
+                s.last_remote_check = Some(Timestamp::UNIX_EPOCH)
+            });
+        }
+        assert_eq!(states.len(), 1000);
+        states.forget("uid-0");
+        assert!(states.get("uid-0").last_remote_check.is_none());
+        let live: HashSet<String> = (500..1000).map(|i| format!("uid-{i}")).collect();
+        states.retain_live(&live);
+        assert_eq!(states.len(), 500);
+        states.retain_live(&HashSet::new());
+        assert!(states.is_empty());
+    }
+}
