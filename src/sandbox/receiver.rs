@@ -17,7 +17,6 @@ use serde_json::Value;
 
 use super::LocalServer;
 use crate::providers::ProviderType;
-use crate::providers::auth::authvia_signature;
 
 /// What a delivery to a path must prove.
 #[derive(Clone, Debug)]
@@ -146,7 +145,8 @@ pub fn verify(expectation: &Expectation, headers: &HeaderMap, body: &[u8], now: 
             if header(headers, "x-authvia-algorithm") != Some("SHA-256") {
                 return Err("X-AUTHVIA-ALGORITHM is not SHA-256".into());
             }
-            let expected = authvia_signature(secret.expose_secret().as_bytes(), value, timestamp);
+            let expected =
+                crate::sandbox::providers::authvia::signature(secret.expose_secret().as_bytes(), value, timestamp);
             if constant_time_eq(expected.as_bytes(), signature.as_bytes()) {
                 Ok(())
             } else {

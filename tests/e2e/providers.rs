@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
-use serde_json::{Map, json};
+use serde_json::{Map, Value, json};
 use webhook_operator::clock::SharedClock;
 use webhook_operator::providers::authvia::AuthviaClient;
 use webhook_operator::providers::avaya::AvayaClient;
@@ -425,6 +425,25 @@ async fn authvia_client_against_its_simulator() {
     let stored = sim.subscription(&created.id).unwrap();
     assert_eq!(stored.body["conditions"], json!({"status": ["failed", "!completed"]}));
     assert_eq!(stored.body["headers"], json!({"X-Api-Key": "api-key-value-1"}));
+    // The wire format as the sandbox reads AuthVia's documentation, spelled here and in the simulator
+    // independently of the client: a key the client misspells shows up as a difference.
+    let mut wire = stored.body.clone();
+    assert_eq!(wire.remove("secret"), Some(json!(secret)));
+    assert_eq!(
+        Value::Object(wire),
+        json!({
+            "type": "business_processes.update",
+            "destination": "https://hooks.example.com/authvia/a",
+            "description": "payments failures",
+            "timeout": 10,
+            "attempts": 3,
+            "autoDisable": true,
+            "disableCallbackURL": "https://hooks.example.com/authvia/disabled",
+            "disabled": false,
+            "conditions": {"status": ["failed", "!completed"]},
+            "headers": {"X-Api-Key": "api-key-value-1"},
+        })
+    );
 
     // Auto-disable may be off only with at most 3 attempts.
     let mut bad = authvia_desired("https://hooks.example.com/authvia/b", secret, "v");

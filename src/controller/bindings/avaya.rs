@@ -39,7 +39,7 @@ pub async fn desired(a: &AvayaSubscription, reader: &mut SecretReader<'_>) -> Re
         None => None,
     };
     Ok(DesiredSpec::Avaya(AvayaDesired {
-        families: a.families.iter().map(|f| wire_name(f)).collect(),
+        families: a.families.iter().map(wire_name).collect(),
         events: a.events.clone(),
         method: wire_name(&a.method),
         auth_token,

@@ -2,7 +2,11 @@
 //! `value.length.timestamp`, timestamp within 5 s), subscriptions under `/v3/accounts/{avid}`, the
 //! create-time verification call to the destination (the create fails unless it answers 200-399), the
 //! attempts/auto-disable rules with the disable callback, stored conditions and headers, and deliveries
-//! carrying the `X-AUTHVIA-*` HMAC headers. Paths and keys follow [`crate::providers::authvia::wire`].
+//! carrying the `X-AUTHVIA-*` HMAC headers.
+//!
+//! Written from AuthVia's documentation (`shared/providers.md`), not from our client: the keys and the
+//! signature are this module's own, so a client that spells a key or signs differently fails the contract
+//! tests instead of agreeing with itself.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,8 +19,35 @@ use serde_json::{Map, Value, json};
 
 use super::{DeliveryOutcome, Router, SimCore, SimHttpRequest, empty_response, json_response, random_id};
 use crate::clock::Clock;
-use crate::providers::auth::authvia_signature;
-use crate::providers::authvia::wire;
+
+/// Subscription keys: `type`, `destination`, `attempts`, `conditions`, `headers`, `secret` and `id` as
+/// documented; AuthVia does not name the others in its docs, these are the sandbox's reading of its prose.
+mod key {
+    pub const TYPE: &str = "type";
+    pub const DESTINATION: &str = "destination";
+    pub const DESCRIPTION: &str = "description";
+    pub const TIMEOUT: &str = "timeout";
+    pub const ATTEMPTS: &str = "attempts";
+    pub const AUTO_DISABLE: &str = "autoDisable";
+    pub const DISABLE_CALLBACK_URL: &str = "disableCallbackURL";
+    pub const DISABLED: &str = "disabled";
+    pub const CONDITIONS: &str = "conditions";
+    pub const HEADERS: &str = "headers";
+    pub const SECRET: &str = "secret";
+    pub const ID: &str = "id";
+}
+
+/// AuthVia's documented signature: Base64 of HMAC-SHA256 with the secret over
+/// `{value}.{length of value}.{timestamp}` (token requests and delivery headers alike).
+pub fn signature(secret: &[u8], value: &str, timestamp: i64) -> String {
+    use base64::Engine as _;
+    let signed = [value, &value.len().to_string(), &timestamp.to_string()].join(".");
+    let mac = ring::hmac::sign(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret),
+        signed.as_bytes(),
+    );
+    base64::engine::general_purpose::STANDARD.encode(mac.as_ref())
+}
 
 /// The API prefix.
 pub const API_PREFIX: &str = "/v3";
@@ -26,7 +57,7 @@ pub const API_PREFIX: &str = "/v3";
 pub struct AuthviaSubscription {
     /// Id.
     pub id: String,
-    /// The stored fields (keys of `wire`), the secret included.
+    /// The stored fields (the keys of `key`), the secret included.
     pub body: Map<String, Value>,
     /// Failed deliveries so far.
     pub failures: u32,
@@ -37,7 +68,7 @@ pub struct AuthviaSubscription {
 impl AuthviaSubscription {
     /// `disabled`.
     pub fn disabled(&self) -> bool {
-        self.body.get(wire::DISABLED).and_then(Value::as_bool).unwrap_or(false)
+        self.body.get(key::DISABLED).and_then(Value::as_bool).unwrap_or(false)
     }
 
     /// A string field.
@@ -73,56 +104,56 @@ fn error(status: u16, message: &str) -> Response {
 
 fn render(sub: &AuthviaSubscription) -> Value {
     let mut body = sub.body.clone();
-    body.remove(wire::SECRET);
-    body.insert(wire::ID.into(), json!(sub.id));
+    body.remove(key::SECRET);
+    body.insert(key::ID.into(), json!(sub.id));
     Value::Object(body)
 }
 
 /// Validates the fields present in `body` (all of them on create), returning the message of the first problem.
 fn validate(body: &Map<String, Value>, create: bool) -> Result<(), String> {
     let text = |k: &str| body.get(k).and_then(Value::as_str);
-    if create && text(wire::TYPE).is_none_or(str::is_empty) {
+    if create && text(key::TYPE).is_none_or(str::is_empty) {
         return Err("type is required".into());
     }
-    if create && body.get(wire::DESTINATION).is_none() {
+    if create && body.get(key::DESTINATION).is_none() {
         return Err("destination is required".into());
     }
-    if let Some(d) = body.get(wire::DESTINATION)
+    if let Some(d) = body.get(key::DESTINATION)
         && d.as_str().is_none_or(|d| d.len() < 10)
     {
         return Err("destination must be a URL of at least 10 characters".into());
     }
-    if let Some(d) = body.get(wire::DESCRIPTION)
+    if let Some(d) = body.get(key::DESCRIPTION)
         && d.as_str().is_none_or(|d| d.len() > 256)
     {
         return Err("description must be at most 256 characters".into());
     }
-    if let Some(t) = body.get(wire::TIMEOUT)
+    if let Some(t) = body.get(key::TIMEOUT)
         && t.as_i64().is_none_or(|t| !(5..=15).contains(&t))
     {
         return Err("timeout must be between 5 and 15".into());
     }
-    let attempts = match body.get(wire::ATTEMPTS) {
+    let attempts = match body.get(key::ATTEMPTS) {
         None => 50,
         Some(a) => match a.as_i64() {
             Some(a) if (0..=50).contains(&a) => a,
             _ => return Err("attempts must be between 0 and 50".into()),
         },
     };
-    if body.get(wire::AUTO_DISABLE).is_some_and(|v| v == &json!(false)) && attempts > 3 {
+    if body.get(key::AUTO_DISABLE).is_some_and(|v| v == &json!(false)) && attempts > 3 {
         return Err("auto-disable may only be turned off when attempts is 3 or less".into());
     }
-    if let Some(c) = body.get(wire::DISABLE_CALLBACK_URL)
+    if let Some(c) = body.get(key::DISABLE_CALLBACK_URL)
         && c.as_str().is_none_or(|c| c.len() < 10)
     {
         return Err("disableCallbackURL must be a URL of at least 10 characters".into());
     }
-    if let Some(s) = body.get(wire::SECRET)
+    if let Some(s) = body.get(key::SECRET)
         && s.as_str().is_none_or(|s| !(32..=64).contains(&s.len()))
     {
         return Err("secret must be 32 to 64 characters".into());
     }
-    if let Some(conditions) = body.get(wire::CONDITIONS) {
+    if let Some(conditions) = body.get(key::CONDITIONS) {
         let map = conditions.as_object().ok_or("conditions must be an object")?;
         for (key, value) in map {
             let scalar = |v: &Value| v.is_string() || v.is_number() || v.is_boolean();
@@ -134,13 +165,13 @@ fn validate(body: &Map<String, Value>, create: bool) -> Result<(), String> {
             }
         }
     }
-    if let Some(headers) = body.get(wire::HEADERS) {
+    if let Some(headers) = body.get(key::HEADERS) {
         let map = headers.as_object().ok_or("headers must be an object")?;
         if map.values().any(|v| !v.is_string()) {
             return Err("headers values must be strings".into());
         }
     }
-    if let Some(d) = body.get(wire::DISABLED)
+    if let Some(d) = body.get(key::DISABLED)
         && !d.is_boolean()
     {
         return Err("disabled must be a boolean".into());
@@ -151,7 +182,7 @@ fn validate(body: &Map<String, Value>, create: bool) -> Result<(), String> {
 /// The `X-AUTHVIA-*` headers for a delivery signed with `secret` at `timestamp`.
 pub fn signature_headers(secret: &str, timestamp: i64) -> Vec<(String, String)> {
     let value = random_id(64);
-    let signature = authvia_signature(secret.as_bytes(), &value, timestamp);
+    let signature = signature(secret.as_bytes(), &value, timestamp);
     vec![
         ("X-AUTHVIA-SIGNATURE".into(), signature),
         ("X-AUTHVIA-VALUE".into(), value),
@@ -216,9 +247,9 @@ impl AuthviaSimulator {
     pub fn insert(&self, event_type: &str, destination: &str) -> String {
         let id = random_id(24);
         let mut body = Map::new();
-        body.insert(wire::TYPE.into(), json!(event_type));
-        body.insert(wire::DESTINATION.into(), json!(destination));
-        body.insert(wire::ATTEMPTS.into(), json!(50));
+        body.insert(key::TYPE.into(), json!(event_type));
+        body.insert(key::DESTINATION.into(), json!(destination));
+        body.insert(key::ATTEMPTS.into(), json!(50));
         self.state.lock().expect("state").subscriptions.insert(
             id.clone(),
             AuthviaSubscription {
@@ -242,16 +273,16 @@ impl AuthviaSimulator {
                 let mut state = self.state.lock().expect("state");
                 let stored = state.subscriptions.get_mut(id)?;
                 stored.failures += 1;
-                let attempts = stored.body.get(wire::ATTEMPTS).and_then(Value::as_i64).unwrap_or(50);
+                let attempts = stored.body.get(key::ATTEMPTS).and_then(Value::as_i64).unwrap_or(50);
                 let auto_disable = stored
                     .body
-                    .get(wire::AUTO_DISABLE)
+                    .get(key::AUTO_DISABLE)
                     .and_then(Value::as_bool)
                     .unwrap_or(true);
                 if auto_disable && i64::from(stored.failures) >= attempts.max(1) {
-                    stored.body.insert(wire::DISABLED.into(), json!(true));
+                    stored.body.insert(key::DISABLED.into(), json!(true));
                     stored.disable_callbacks += 1;
-                    stored.text(wire::DISABLE_CALLBACK_URL).map(str::to_string)
+                    stored.text(key::DISABLE_CALLBACK_URL).map(str::to_string)
                 } else {
                     None
                 }
@@ -270,16 +301,16 @@ impl AuthviaSimulator {
 }
 
 async fn send_event(core: &SimCore, sub: &AuthviaSubscription, kind: &str) -> DeliveryOutcome {
-    let destination = sub.text(wire::DESTINATION).unwrap_or_default().to_string();
+    let destination = sub.text(key::DESTINATION).unwrap_or_default().to_string();
     let now = core.clock.now().as_second();
-    let mut headers = match sub.text(wire::SECRET) {
+    let mut headers = match sub.text(key::SECRET) {
         Some(secret) => signature_headers(secret, now),
         // Without a per-subscription secret the account-level secret signs.
         None => signature_headers(core.client_secret(), now),
     };
     for (name, value) in sub
         .body
-        .get(wire::HEADERS)
+        .get(key::HEADERS)
         .and_then(Value::as_object)
         .into_iter()
         .flatten()
@@ -287,7 +318,7 @@ async fn send_event(core: &SimCore, sub: &AuthviaSubscription, kind: &str) -> De
         headers.push((name.clone(), value.as_str().unwrap_or_default().to_string()));
     }
     let body = serde_json::to_vec(&json!({
-        "type": sub.text(wire::TYPE).unwrap_or(kind),
+        "type": sub.text(key::TYPE).unwrap_or(kind),
         "subscriptionId": sub.id,
         "timestamp": now,
         "data": {"id": random_id(12), "status": "failed"}
@@ -343,7 +374,7 @@ async fn route(core: Arc<SimCore>, state: Arc<Mutex<State>>, request: SimHttpReq
                     }
                     sub.body = merged;
                     // Re-enabling clears the failure count.
-                    if body.get(wire::DISABLED) == Some(&json!(false)) {
+                    if body.get(key::DISABLED) == Some(&json!(false)) {
                         sub.failures = 0;
                     }
                     json_response(200, &render(sub))
@@ -368,7 +399,7 @@ async fn create(core: &SimCore, state: &Mutex<State>, request: &SimHttpRequest) 
     if let Err(message) = validate(&body, true) {
         return error(400, &message);
     }
-    body.entry(wire::ATTEMPTS).or_insert(json!(50));
+    body.entry(key::ATTEMPTS).or_insert(json!(50));
     let sub = AuthviaSubscription {
         id: random_id(24),
         body,
@@ -410,7 +441,7 @@ fn token(core: &SimCore, request: &SimHttpRequest) -> Response {
     if !(16..=1024).contains(&value.len()) {
         return error(400, "signature_value must be 16 to 1024 characters");
     }
-    if authvia_signature(core.client_secret().as_bytes(), value, timestamp) != text("signature") {
+    if signature(core.client_secret().as_bytes(), value, timestamp) != text("signature") {
         return error(400, "signature does not match");
     }
     if text("scope").len() < 5 {
@@ -426,12 +457,34 @@ fn token(core: &SimCore, request: &SimHttpRequest) -> Response {
 fn parse_expiration(text: &str) -> Option<Duration> {
     let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit())?);
     let n: u64 = number.parse().ok()?;
-    let seconds = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let unit_seconds: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => return None,
     };
-    Some(Duration::from_secs(seconds))
+    n.checked_mul(unit_seconds).map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_follows_the_documented_recipe() {
+        // Computed independently (Python's hmac) for "d3f1a9.6.1767225600".
+        assert_eq!(
+            signature(b"0123456789abcdef0123456789abcdef", "d3f1a9", 1_767_225_600),
+            "SpTjJ46TO9/CIzEHr871d+AdsxXp/nAEfZJHzWmMFD4="
+        );
+    }
+
+    #[test]
+    fn expirations_parse_without_overflow() {
+        assert_eq!(parse_expiration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_expiration("1d"), Some(Duration::from_secs(86_400)));
+        assert_eq!(parse_expiration("99999999999999999d"), None);
+        assert_eq!(parse_expiration("5"), None);
+    }
 }

@@ -16,7 +16,9 @@ use serde_json::{Value, json};
 
 use super::{DeliveryOutcome, SimCore, SimHttpRequest, empty_response, json_response, random_id, sync_router};
 use crate::clock::Clock;
-use crate::providers::vonage::MEDIA_TYPE;
+
+/// The versioned media type the Vonage webhooks API requires in `Accept` (its API guide).
+const VERSIONED_MEDIA_TYPE: &str = "application/vnd.newvoicemedia.v1+json";
 
 /// The API path prefix.
 pub const API_PREFIX: &str = "/webhooks";
@@ -263,7 +265,7 @@ fn route(core: &SimCore, state: &Mutex<BTreeMap<String, VonageSubscription>>, re
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if !accept.split(',').any(|a| a.trim() == MEDIA_TYPE) {
+    if !accept.split(',').any(|a| a.trim() == VERSIONED_MEDIA_TYPE) {
         return error(400, "Version missing from Accept header!");
     }
     let needed = if request.method == Method::GET {
