@@ -16,7 +16,7 @@ use webhook_operator::controller::{self, Config};
 use webhook_operator::sandbox::providers::avaya::AvayaSimulator;
 use webhook_operator::sandbox::providers::vonage::VonageSimulator;
 
-use crate::providers::{AVAYA_ID, AVAYA_SECRET, LOCAL, VONAGE_ID, VONAGE_SECRET};
+use crate::support::fixtures::{AVAYA_ID, AVAYA_SECRET, LOCAL, Sub, VONAGE_ID, VONAGE_SECRET};
 
 const MANAGER: &str = "webhook-operator-e2e";
 
@@ -108,20 +108,8 @@ async fn against_a_real_cluster() {
     }));
 
     let subs: Api<WebhookSubscription> = Api::namespaced(client.clone(), &ns);
-    let agents: WebhookSubscription = serde_json::from_value(json!({
-        "apiVersion": "webhook-operator.dev/v1alpha1", "kind": "WebhookSubscription", "metadata": {"name": "agents"},
-        "spec": {"providerRef": {"name": "avaya"}, "endpoint": "https://hooks.example.com/avaya",
-                 "avaya": {"families": ["AGENT"], "events": ["Agent.LoggedIn"],
-                           "authToken": {"secretKeyRef": {"name": "avaya-token", "key": "token"}}}}
-    }))
-    .unwrap();
-    let presence: WebhookSubscription = serde_json::from_value(json!({
-        "apiVersion": "webhook-operator.dev/v1alpha1", "kind": "WebhookSubscription", "metadata": {"name": "presence"},
-        "spec": {"providerRef": {"name": "vonage"}, "endpoint": "https://hooks.example.com/vonage",
-                 "vonage": {"events": ["agent.presencechanged.v1"],
-                            "signingSecret": {"secretKeyRef": {"name": "presence-signing", "key": "secret"}, "generate": true}}}
-    }))
-    .unwrap();
+    let agents = Sub::avaya("agents", "/avaya").namespace(&ns).build();
+    let presence = Sub::vonage("presence", "/vonage").namespace(&ns).build();
     subs.create(&PostParams::default(), &agents).await.unwrap();
     subs.create(&PostParams::default(), &presence).await.unwrap();
     let agents = wait_ready(&subs, "agents").await;

@@ -18,6 +18,8 @@ use serde_json::json;
 use webhook_operator::api::{WebhookSubscription, crds};
 use webhook_operator::sandbox::kube::{Emulator, EmulatorOptions, WatchControl};
 
+use crate::support::fixtures::Sub;
+
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn emulator() -> (Emulator, Client) {
@@ -36,13 +38,7 @@ async fn install_crds(client: &Client) {
 }
 
 fn subscription(name: &str) -> WebhookSubscription {
-    serde_json::from_value(json!({
-        "apiVersion": "webhook-operator.dev/v1alpha1", "kind": "WebhookSubscription",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {"providerRef": {"name": "avaya"}, "endpoint": "https://hooks.example.com/a",
-                 "avaya": {"families": ["AGENT"], "events": ["Agent.LoggedIn"]}}
-    }))
-    .unwrap()
+    Sub::avaya(name, "/a").without_auth_token().build()
 }
 
 fn secret(name: &str) -> Secret {

@@ -1,300 +1,20 @@
 //! The real controller against the emulated API server and the provider simulators.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
+use futures::StreamExt;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use secrecy::SecretString;
-use serde_json::{Value, json};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use webhook_operator::api::{WebhookSubscription, crds};
-use webhook_operator::clock::SystemClock;
-use webhook_operator::controller::{self, Config};
-use webhook_operator::sandbox::kube::{Emulator, EmulatorOptions, FaultAction, FaultRule};
-use webhook_operator::sandbox::providers::authvia::AuthviaSimulator;
-use webhook_operator::sandbox::providers::avaya::AvayaSimulator;
-use webhook_operator::sandbox::providers::vonage::VonageSimulator;
+use serde_json::json;
+use webhook_operator::api::{AdoptionPolicy, WebhookSubscription, annotation};
+use webhook_operator::sandbox::kube::{FaultAction, FaultRule};
 use webhook_operator::sandbox::providers::{SimFault, SimFaultAction};
-use webhook_operator::sandbox::receiver::{Expectation, Receiver};
+use webhook_operator::sandbox::receiver::Expectation;
 
-use crate::providers::{
-    AUTHVIA_ACCOUNT, AUTHVIA_ID, AUTHVIA_KEY, AVAYA_ID, AVAYA_SECRET, VONAGE_ID, VONAGE_SECRET, local,
-};
-
-const WAIT: Duration = Duration::from_secs(20);
-const NS: &str = "default";
-const GROUP: &str = "webhook-operator.dev";
-
-/// Emulator, simulators, receiver, providers and their Secrets, and a running controller.
-pub struct Env {
-    pub emu: Emulator,
-    pub client: Client,
-    pub avaya: AvayaSimulator,
-    pub vonage: VonageSimulator,
-    pub authvia: AuthviaSimulator,
-    pub receiver: Receiver,
-    controller: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
-}
-
-/// Polls `done` until it holds, failing the test with `what` after `WAIT`.
-async fn until(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-impl Env {
-    pub async fn start(avaya_lifetime: Duration) -> Env {
-        let emu = Emulator::start(EmulatorOptions::default()).await.unwrap();
-        let client = emu.client();
-        let receiver = Receiver::start(local()).await.unwrap();
-        let avaya = AvayaSimulator::start(local(), AVAYA_ID, AVAYA_SECRET, avaya_lifetime)
-            .await
-            .unwrap();
-        let vonage = VonageSimulator::start(local(), VONAGE_ID, VONAGE_SECRET).await.unwrap();
-        let authvia = AuthviaSimulator::start(local(), AUTHVIA_ACCOUNT, AUTHVIA_ID, AUTHVIA_KEY)
-            .await
-            .unwrap();
-        for core in [&avaya.core, &vonage.core, &authvia.core] {
-            core.deliver_to(Some(receiver.url()));
-        }
-        let env = Env {
-            emu,
-            client,
-            avaya,
-            vonage,
-            authvia,
-            receiver,
-            controller: None,
-        };
-        for crd in crds() {
-            env.put(
-                "apiextensions.k8s.io",
-                "v1",
-                "customresourcedefinitions",
-                "",
-                serde_json::to_value(crd).unwrap(),
-            );
-        }
-        env.put(
-            "",
-            "v1",
-            "namespaces",
-            "",
-            json!({"metadata": {"name": "webhook-operator"}}),
-        );
-        for (name, id, secret) in [
-            ("avaya-credentials", AVAYA_ID, AVAYA_SECRET),
-            ("vonage-credentials", VONAGE_ID, VONAGE_SECRET),
-            ("authvia-credentials", AUTHVIA_ID, AUTHVIA_KEY),
-        ] {
-            env.secret(NS, name, &[("clientId", id), ("clientSecret", secret)]);
-        }
-        env.secret(
-            "webhook-operator",
-            "vonage-credentials",
-            &[("clientId", VONAGE_ID), ("clientSecret", VONAGE_SECRET)],
-        );
-        let blocks = [
-            (
-                "avaya",
-                json!({"avaya": {"baseUrl": env.avaya.base_url(), "tokenUrl": env.avaya.token_url()}}),
-            ),
-            (
-                "vonage",
-                json!({"vonage": {"baseUrl": env.vonage.base_url(), "tokenUrl": env.vonage.token_url()}}),
-            ),
-            (
-                "authvia",
-                json!({"authvia": {"accountId": AUTHVIA_ACCOUNT, "baseUrl": env.authvia.base_url()}}),
-            ),
-        ];
-        for (name, mut spec) in blocks {
-            spec["credentialsSecretRef"] = json!({"name": format!("{name}-credentials")});
-            let provider = json!({
-                "apiVersion": "webhook-operator.dev/v1alpha1", "kind": "WebhookProvider",
-                "metadata": {"name": name, "namespace": NS}, "spec": spec
-            });
-            env.put(GROUP, "v1alpha1", "webhookproviders", NS, provider);
-        }
-        env
-    }
-
-    /// Writes an object straight into the store (not through HTTP: no fault rule sees it).
-    pub fn put(&self, group: &str, version: &str, plural: &str, ns: &str, object: Value) {
-        self.emu.with_state(|s| {
-            let rt = s.resource(group, version, plural).expect("resource");
-            s.put(&rt, ns, object).expect("stored");
-        });
-    }
-
-    pub fn secret(&self, ns: &str, name: &str, data: &[(&str, &str)]) {
-        let data: serde_json::Map<String, Value> = data.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
-        self.put(
-            "",
-            "v1",
-            "secrets",
-            ns,
-            json!({"metadata": {"name": name, "namespace": ns}, "stringData": data}),
-        );
-    }
-
-    pub fn start_controller(&mut self) {
-        let mut config = Config::new("webhook-operator", Arc::new(SystemClock));
-        config.drift_interval = Duration::from_secs(3600);
-        config.provider_check_interval = Duration::from_secs(3600);
-        config.retry.base_delay = Duration::from_millis(50);
-        let (tx, rx) = oneshot::channel::<()>();
-        let client = self.client.clone();
-        let task = tokio::spawn(async move {
-            controller::run(client, config, async {
-                let _ = rx.await;
-            })
-            .await;
-        });
-        self.controller = Some((tx, task));
-    }
-
-    pub async fn stop_controller(&mut self) {
-        if let Some((tx, task)) = self.controller.take() {
-            let _ = tx.send(());
-            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-        }
-    }
-
-    pub fn subs(&self) -> Api<WebhookSubscription> {
-        Api::namespaced(self.client.clone(), NS)
-    }
-
-    pub async fn create_sub(&self, object: Value) -> WebhookSubscription {
-        let sub: WebhookSubscription = serde_json::from_value(object).unwrap();
-        self.subs().create(&PostParams::default(), &sub).await.unwrap()
-    }
-
-    pub fn get_sub(&self, name: &str) -> Option<WebhookSubscription> {
-        self.emu
-            .get(GROUP, "v1alpha1", "webhooksubscriptions", NS, name)
-            .map(|v| serde_json::from_value(v).unwrap())
-    }
-
-    /// Waits until `predicate` holds for the subscription, with a useful failure message.
-    pub async fn wait(
-        &self,
-        name: &str,
-        what: &str,
-        predicate: impl Fn(&WebhookSubscription) -> bool,
-    ) -> WebhookSubscription {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let sub = self.get_sub(name);
-            if let Some(s) = &sub
-                && predicate(s)
-            {
-                return s.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name}: timed out waiting for {what}; last: {:#?}",
-                sub.map(|s| s.status)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    pub async fn wait_ready(&self, name: &str) -> WebhookSubscription {
-        self.wait(name, "Ready=True", |s| {
-            condition(s, "Ready").is_some_and(|c| c.0 == "True")
-        })
-        .await
-    }
-
-    pub async fn wait_condition(&self, name: &str, type_: &str, status: &str, reason: &str) -> WebhookSubscription {
-        self.wait(name, &format!("{type_}={status} ({reason})"), |s| {
-            condition(s, type_).is_some_and(|c| c.0 == status && c.1 == reason)
-        })
-        .await
-    }
-
-    pub async fn annotate(&self, name: &str, key: &str, value: &str) {
-        let patch = json!({"metadata": {"annotations": {key: value}}});
-        self.subs()
-            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .unwrap();
-    }
-
-    /// Reasons of the Events about `name`, in order.
-    pub fn event_reasons(&self, name: &str) -> Vec<String> {
-        self.emu.with_state(|s| {
-            let rt = s.resource("events.k8s.io", "v1", "events").unwrap();
-            let mut events: Vec<Value> = s
-                .objects_of(&rt)
-                .into_iter()
-                .filter(|e| e["regarding"]["name"] == name)
-                .collect();
-            events.sort_by_key(|e| e["eventTime"].as_str().unwrap_or("").to_string());
-            events
-                .iter()
-                .map(|e| e["reason"].as_str().unwrap_or("").to_string())
-                .collect()
-        })
-    }
-
-    pub fn secret_value(&self, name: &str, key: &str) -> Option<String> {
-        use base64::Engine as _;
-        let secret = self.emu.get("", "v1", "secrets", NS, name)?;
-        let encoded = secret["data"][key].as_str()?;
-        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded).ok()?).ok()
-    }
-}
-
-pub fn condition(s: &WebhookSubscription, type_: &str) -> Option<(String, String, String)> {
-    s.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
-fn avaya_sub(name: &str, path: &str) -> Value {
-    json!({
-        "apiVersion": "webhook-operator.dev/v1alpha1", "kind": "WebhookSubscription",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {"providerRef": {"name": "avaya"}, "endpoint": format!("https://hooks.example.com{path}"),
-                 "avaya": {"families": ["AGENT"], "events": ["Agent.LoggedIn"],
-                           "authToken": {"secretKeyRef": {"name": "avaya-token", "key": "token"}},
-                           "authTokenHeader": "x-avaya-token"}}
-    })
-}
-
-fn vonage_sub(name: &str, path: &str) -> Value {
-    json!({
-        "apiVersion": "webhook-operator.dev/v1alpha1", "kind": "WebhookSubscription",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {"providerRef": {"name": "vonage"}, "endpoint": format!("https://hooks.example.com{path}"),
-                 "vonage": {"events": ["agent.presencechanged.v1"],
-                            "signingSecret": {"secretKeyRef": {"name": format!("{name}-signing"), "key": "secret"}, "generate": true}}}
-    })
-}
-
-fn authvia_sub(name: &str, path: &str) -> Value {
-    json!({
-        "apiVersion": "webhook-operator.dev/v1alpha1", "kind": "WebhookSubscription",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {"providerRef": {"name": "authvia"}, "endpoint": format!("https://hooks.example.com{path}"),
-                 "authvia": {"type": "business_processes.update", "attempts": 3, "conditions": {"status": "failed"},
-                             "headers": [{"name": "X-Api-Key", "valueFrom": {"secretKeyRef": {"name": "authvia-hook", "key": "apiKey"}}}],
-                             "signingSecret": {"secretKeyRef": {"name": "authvia-hook", "key": "signingSecret"}}}}
-    })
-}
-
-const AVAYA_TOKEN: &str = "avaya-delivery-token-one";
-const AUTHVIA_SIGNING: &str = "authvia-signing-secret-0123456789abcdef";
+use crate::support::env::{Env, condition};
+use crate::support::fixtures::{AUTHVIA_SIGNING, AVAYA_SECRET, AVAYA_TOKEN, GROUP, NS, Sub};
+use crate::support::poll::{WAIT, until};
 
 async fn env_with_subscriptions(lifetime: Duration) -> Env {
     let mut env = Env::start(lifetime).await;
@@ -305,9 +25,9 @@ async fn env_with_subscriptions(lifetime: Duration) -> Env {
         &[("signingSecret", AUTHVIA_SIGNING), ("apiKey", "api-key-1")],
     );
     env.start_controller();
-    env.create_sub(avaya_sub("agents", "/avaya/agents")).await;
-    env.create_sub(vonage_sub("presence", "/vonage/presence")).await;
-    env.create_sub(authvia_sub("payments", "/authvia/payments")).await;
+    env.create_sub(Sub::avaya("agents", "/avaya/agents")).await;
+    env.create_sub(Sub::vonage("presence", "/vonage/presence")).await;
+    env.create_sub(Sub::authvia("payments", "/authvia/payments")).await;
     env
 }
 
@@ -687,7 +407,7 @@ async fn deletion_orphaning_and_pause() {
     assert!(env.authvia.subscription(&authvia_id).is_none());
 
     // The provider is gone: deletion still completes, with a Warning that the remote side may remain.
-    env.create_sub(vonage_sub("stranded", "/vonage/stranded")).await;
+    env.create_sub(Sub::vonage("stranded", "/vonage/stranded")).await;
     let stranded = env
         .wait_ready("stranded")
         .await
@@ -723,7 +443,7 @@ async fn adoption_import_and_leak_recovery() {
         "https://hooks.example.com/vonage/taken",
         &["agent.presencechanged.v1"],
     );
-    env.create_sub(vonage_sub("taken", "/vonage/taken")).await;
+    env.create_sub(Sub::vonage("taken", "/vonage/taken")).await;
     let blocked = env.wait_condition("taken", "Ready", "False", "AlreadyExists").await;
     assert!(condition(&blocked, "Ready").unwrap().2.contains(&existing));
     assert_eq!(env.vonage.subscriptions().len(), 1);
@@ -744,9 +464,8 @@ async fn adoption_import_and_leak_recovery() {
     );
     assert_eq!(env.vonage.subscriptions().len(), 1);
     // Adopt with nothing to adopt waits with a clear reason; AdoptOrCreate creates.
-    let mut lonely = vonage_sub("lonely", "/vonage/lonely");
-    lonely["spec"]["adoptionPolicy"] = json!("Adopt");
-    env.create_sub(lonely).await;
+    env.create_sub(Sub::vonage("lonely", "/vonage/lonely").adoption(AdoptionPolicy::Adopt))
+        .await;
     env.wait_condition("lonely", "Ready", "False", "NotFound").await;
     let patch = json!({"spec": {"adoptionPolicy": "AdoptOrCreate"}});
     env.subs()
@@ -764,9 +483,8 @@ async fn adoption_import_and_leak_recovery() {
         None,
     );
     env.secret(NS, "avaya-token", &[("token", AVAYA_TOKEN)]);
-    let mut import = avaya_sub("imported", "/avaya/imported");
-    import["metadata"]["annotations"] = json!({"webhook-operator.dev/external-id": imported});
-    env.create_sub(import).await;
+    env.create_sub(Sub::avaya("imported", "/avaya/imported").annotate(annotation::EXTERNAL_ID, &imported))
+        .await;
     let ready = env.wait_ready("imported").await;
     assert_eq!(
         ready.status.unwrap().subscription_id.as_deref(),
@@ -781,8 +499,7 @@ async fn adoption_import_and_leak_recovery() {
     assert_eq!(env.avaya.subscriptions().len(), 1);
 
     // Leak recovery: the create succeeds but recording its id fails; the next pass adopts it.
-    let mut leaky = authvia_sub("leaky", "/authvia/leaky");
-    leaky["metadata"]["annotations"] = json!({"webhook-operator.dev/paused": "true"});
+    let leaky = Sub::authvia("leaky", "/authvia/leaky").annotate(annotation::PAUSED, "true");
     env.secret(
         NS,
         "authvia-hook",
@@ -825,7 +542,7 @@ async fn errors_are_classified_without_retry_storms() {
 
     // The provider refuses (AuthVia's verification call fails): InvalidSpec, one attempt, no storm.
     env.receiver.set_status(500);
-    env.create_sub(authvia_sub("refused", "/authvia/refused")).await;
+    env.create_sub(Sub::authvia("refused", "/authvia/refused")).await;
     let refused = env.wait_condition("refused", "Ready", "False", "InvalidSpec").await;
     assert!(
         condition(&refused, "Ready")
@@ -856,7 +573,7 @@ async fn errors_are_classified_without_retry_storms() {
             .method(axum::http::Method::GET)
             .times(5),
     );
-    env.create_sub(vonage_sub("limited", "/vonage/limited")).await;
+    env.create_sub(Sub::vonage("limited", "/vonage/limited")).await;
     env.wait_ready("limited").await;
     let statuses: Vec<u16> = env
         .vonage
@@ -873,9 +590,8 @@ async fn errors_are_classified_without_retry_storms() {
     for core in [&env.avaya.core, &env.vonage.core, &env.authvia.core] {
         core.clear_requests();
     }
-    let mut missing = avaya_sub("no-provider", "/avaya/x");
-    missing["spec"]["providerRef"]["name"] = json!("nope");
-    env.create_sub(missing).await;
+    env.create_sub(Sub::avaya("no-provider", "/avaya/x").provider("nope"))
+        .await;
     let s = env
         .wait_condition("no-provider", "Ready", "False", "ProviderNotReady")
         .await;
@@ -885,7 +601,7 @@ async fn errors_are_classified_without_retry_storms() {
             .2
             .contains("WebhookProvider \"nope\" does not exist in namespace default")
     );
-    env.create_sub(avaya_sub("no-secret", "/avaya/y")).await;
+    env.create_sub(Sub::avaya("no-secret", "/avaya/y")).await;
     let s = env.wait_condition("no-secret", "Ready", "False", "InvalidSpec").await;
     assert!(
         condition(&s, "Ready")
@@ -895,9 +611,8 @@ async fn errors_are_classified_without_retry_storms() {
         "{:?}",
         condition(&s, "Ready")
     );
-    let mut wrong = vonage_sub("wrong-block", "/vonage/w");
-    wrong["spec"]["providerRef"]["name"] = json!("avaya");
-    env.create_sub(wrong).await;
+    env.create_sub(Sub::vonage("wrong-block", "/vonage/w").provider("avaya"))
+        .await;
     let s = env.wait_condition("wrong-block", "Ready", "False", "InvalidSpec").await;
     assert!(
         condition(&s, "Ready")
@@ -930,9 +645,8 @@ async fn errors_are_classified_without_retry_storms() {
                      "namespaceSelector": {"matchLabels": {"team": "contact-centre"}}}
         }),
     );
-    let mut shared = vonage_sub("shared", "/vonage/shared");
-    shared["spec"]["providerRef"] = json!({"kind": "ClusterWebhookProvider", "name": "vonage-shared"});
-    env.create_sub(shared).await;
+    env.create_sub(Sub::vonage("shared", "/vonage/shared").cluster_provider("vonage-shared"))
+        .await;
     let s = env.wait_condition("shared", "Ready", "False", "ProviderNotReady").await;
     assert!(
         condition(&s, "Ready")
@@ -1014,7 +728,7 @@ async fn the_run_command_reconciles_and_serves_metrics() {
         .stderr(std::fs::File::create(dir.join("operator.log")).unwrap())
         .spawn()
         .unwrap();
-    env.create_sub(avaya_sub("from-binary", "/avaya/binary")).await;
+    env.create_sub(Sub::avaya("from-binary", "/avaya/binary")).await;
     env.wait_ready("from-binary").await;
     let deadline = Instant::now() + WAIT;
     loop {
@@ -1052,4 +766,40 @@ async fn the_run_command_reconciles_and_serves_metrics() {
         "it acted as the elected leader"
     );
     child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn per_object_state_is_forgotten_when_subscriptions_are_deleted() {
+    let mut env = Env::start(Duration::from_secs(600)).await;
+    env.start_controller();
+    let context = env.context.clone().unwrap();
+    // A thousand that fail before any remote call (their provider does not exist) and a few real ones:
+    // each leaves state behind (retry gate, written status, last remote check).
+    futures::stream::iter(0..1000)
+        .for_each_concurrent(32, |i| {
+            let env = &env;
+            async move {
+                env.create_sub(Sub::avaya(&format!("absent-{i:04}"), "/avaya/absent").provider("absent"))
+                    .await;
+            }
+        })
+        .await;
+    for i in 0..10 {
+        env.create_sub(Sub::vonage(&format!("real-{i}"), &format!("/vonage/real-{i}")))
+            .await;
+    }
+    until("every subscription reconciled once", || context.objects.len() == 1010).await;
+    for i in 0..10 {
+        env.wait_ready(&format!("real-{i}")).await;
+    }
+    env.subs()
+        .delete_collection(&DeleteParams::default(), &Default::default())
+        .await
+        .unwrap();
+    until("every subscription deleted", || env.subs_in_store() == 0).await;
+    assert_eq!(context.objects.len(), 0, "per-object state outlived its objects");
+    assert!(
+        env.vonage.subscriptions().is_empty(),
+        "the real ones were deleted remotely"
+    );
 }

@@ -2,101 +2,25 @@
 //! through the real HTTP layer.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
-use serde_json::{Map, Value, json};
-use webhook_operator::clock::SharedClock;
+use serde_json::{Value, json};
 use webhook_operator::providers::authvia::AuthviaClient;
 use webhook_operator::providers::avaya::AvayaClient;
-use webhook_operator::providers::http::{RetryPolicy, http_client};
 use webhook_operator::providers::vonage::VonageClient;
-use webhook_operator::providers::{
-    AccountConfig, AuthviaDesired, AvayaDesired, Desired, DesiredSpec, ErrorKind, Field, VonageDesired, WebhookApi,
-    drift,
-};
+use webhook_operator::providers::{DesiredSpec, ErrorKind, Field, WebhookApi, drift};
 use webhook_operator::sandbox::providers::authvia::AuthviaSimulator;
 use webhook_operator::sandbox::providers::avaya::AvayaSimulator;
 use webhook_operator::sandbox::providers::vonage::{VonageSimulator, generate_secret};
 use webhook_operator::sandbox::providers::{SimFault, SimFaultAction};
 use webhook_operator::sandbox::receiver::{Expectation, Receiver};
 
-pub const LOCAL: ([u8; 4], u16) = ([127, 0, 0, 1], 0);
-pub const AVAYA_ID: &str = "avaya-client";
-pub const AVAYA_SECRET: &str = "avaya-client-secret-0123456789";
-pub const VONAGE_ID: &str = "vonage-client";
-pub const VONAGE_SECRET: &str = "vonage-client-secret-0123456789";
-pub const AUTHVIA_ACCOUNT: &str = "AVID0001";
-pub const AUTHVIA_ID: &str = "authvia-client-01";
-pub const AUTHVIA_KEY: &str = "authvia-secret-key-0123456789abcdef";
-
-pub fn local() -> SocketAddr {
-    SocketAddr::from(LOCAL)
-}
-
-pub fn account(base_url: String, token_url: String, id: &str, secret: &str) -> AccountConfig {
-    AccountConfig {
-        base_url,
-        token_url,
-        client_id: id.into(),
-        client_secret: SecretString::from(secret),
-        requests_per_second: 50.0,
-        burst: 50,
-        retry: RetryPolicy {
-            base_delay: Duration::from_millis(20),
-            ..RetryPolicy::default()
-        },
-        http: http_client(Duration::from_secs(5)),
-        clock: Arc::new(webhook_operator::clock::SystemClock) as SharedClock,
-    }
-}
-
-pub fn avaya_desired(endpoint: &str, token: &str) -> Desired {
-    Desired {
-        endpoint: endpoint.into(),
-        spec: DesiredSpec::Avaya(AvayaDesired {
-            families: vec!["AGENT".into()],
-            events: vec!["Agent.LoggedIn".into(), "Agent.LoggedOut".into()],
-            method: "POST".into(),
-            auth_token: Some(SecretString::from(token)),
-            auth_token_header: "x-avaya-token".into(),
-        }),
-    }
-}
-
-pub fn vonage_desired(name: &str, endpoint: &str, secret: Option<&str>) -> Desired {
-    Desired {
-        endpoint: endpoint.into(),
-        spec: DesiredSpec::Vonage(VonageDesired {
-            name: name.into(),
-            events: vec!["agent.presencechanged.v1".into()],
-            enabled: true,
-            secret: secret.map(SecretString::from),
-        }),
-    }
-}
-
-pub fn authvia_desired(endpoint: &str, secret: &str, header_value: &str) -> Desired {
-    let mut conditions = Map::new();
-    conditions.insert("status".into(), json!(["failed", "!completed"]));
-    Desired {
-        endpoint: endpoint.into(),
-        spec: DesiredSpec::Authvia(AuthviaDesired {
-            event_type: "business_processes.update".into(),
-            description: Some("payments failures".into()),
-            timeout_seconds: Some(10),
-            attempts: 3,
-            auto_disable: true,
-            disable_callback_url: Some("https://hooks.example.com/authvia/disabled".into()),
-            disabled: false,
-            conditions,
-            headers: vec![("X-Api-Key".into(), SecretString::from(header_value))],
-            secret: Some(SecretString::from(secret)),
-        }),
-    }
-}
+use crate::support::fixtures::{
+    AUTHVIA_ACCOUNT, AUTHVIA_ID, AUTHVIA_KEY, AVAYA_ID, AVAYA_SECRET, VONAGE_ID, VONAGE_SECRET, account,
+    authvia_desired, avaya_desired, local, vonage_desired,
+};
 
 fn kind_of<T: std::fmt::Debug>(result: Result<T, webhook_operator::providers::ProviderError>) -> ErrorKind {
     result.expect_err("expected an error").kind
