@@ -10,13 +10,13 @@ use kube::{Resource, ResourceExt};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
-use super::bindings::vonage;
+use super::bindings::{self, vonage};
 use super::error::ReconcileError;
 use super::observe::{MANAGER, SecretToGenerate};
 use super::plan::{Action, Facts, RenewReason};
 use super::status::format_time;
 use crate::api::{WebhookSubscription, annotation};
-use crate::providers::{Desired, DesiredSpec, Field, Remote, WebhookApi};
+use crate::providers::{Desired, Field, Remote, WebhookApi};
 
 /// What a pass did to the remote subscription.
 #[derive(Clone, Debug)]
@@ -163,9 +163,9 @@ async fn converge(
     }
     let mut renewed = false;
     if let Some(reason) = renew {
-        let token = match (&desired.spec, reason) {
-            (DesiredSpec::Avaya(a), RenewReason::Rotation) => a.auth_token.as_ref(),
-            _ => None,
+        let token = match reason {
+            RenewReason::Rotation => bindings::rotation_token(&desired.spec),
+            RenewReason::Reactivate | RenewReason::Requested | RenewReason::Due => None,
         };
         latest = api.renew(&id, token).await?;
         renewed = true;

@@ -72,7 +72,7 @@ pub struct AuthviaClient {
 fn authvia(desired: &Desired) -> Result<&super::AuthviaDesired> {
     match &desired.spec {
         DesiredSpec::Authvia(a) => Ok(a),
-        _ => Err(super::wrong_block(ProviderType::Authvia)),
+        DesiredSpec::Avaya(_) | DesiredSpec::Vonage(_) => Err(super::wrong_block(ProviderType::Authvia)),
     }
 }
 

@@ -92,7 +92,7 @@ impl AvayaClient {
 fn avaya(desired: &Desired) -> Result<&super::AvayaDesired> {
     match &desired.spec {
         DesiredSpec::Avaya(a) => Ok(a),
-        _ => Err(super::wrong_block(ProviderType::Avaya)),
+        DesiredSpec::Vonage(_) | DesiredSpec::Authvia(_) => Err(super::wrong_block(ProviderType::Avaya)),
     }
 }
 

@@ -42,7 +42,7 @@ pub struct VonageClient {
 fn vonage(desired: &Desired) -> Result<&super::VonageDesired> {
     match &desired.spec {
         DesiredSpec::Vonage(v) => Ok(v),
-        _ => Err(super::wrong_block(ProviderType::Vonage)),
+        DesiredSpec::Avaya(_) | DesiredSpec::Authvia(_) => Err(super::wrong_block(ProviderType::Vonage)),
     }
 }
 

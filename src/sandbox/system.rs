@@ -23,7 +23,9 @@ use super::providers::vonage::VonageSimulator;
 use super::receiver::{Expectation, Receiver};
 use crate::api::{WebhookSubscription, crds};
 use crate::clock::SystemClock;
+use crate::controller::bindings::SubscriptionBlock;
 use crate::controller::{self, Config};
+use crate::providers::ProviderType;
 
 /// The example manifests, compiled in so the sandbox runs from any directory.
 pub const EXAMPLES: [(&str, &str); 4] = [
@@ -278,21 +280,27 @@ impl Sandbox {
         for mut doc in docs {
             let kind = doc["kind"].as_str().unwrap_or_default().to_string();
             let name = doc["metadata"]["name"].as_str().unwrap_or_default().to_string();
-            if let Some(spec) = doc["spec"].as_object_mut() {
-                if spec.contains_key("avaya") && kind.ends_with("WebhookProvider") {
-                    spec.insert(
-                        "avaya".into(),
-                        json!({"baseUrl": self.avaya.base_url(), "tokenUrl": self.avaya.token_url()}),
-                    );
-                }
-                if spec.contains_key("vonage") && kind.ends_with("WebhookProvider") {
-                    spec.insert(
-                        "vonage".into(),
-                        json!({"baseUrl": self.vonage.base_url(), "tokenUrl": self.vonage.token_url()}),
-                    );
-                }
-                if let Some(a) = spec.get_mut("authvia").filter(|_| kind.ends_with("WebhookProvider")) {
-                    a["baseUrl"] = json!(self.authvia.base_url());
+            if let Some(spec) = doc["spec"].as_object_mut()
+                && kind.ends_with("WebhookProvider")
+            {
+                for provider in ProviderType::ALL {
+                    let block = provider.as_str();
+                    // Each provider's block points at its simulator (exhaustive: a new provider must
+                    // say where its simulator is).
+                    let (base_url, token_url) = match provider {
+                        ProviderType::Avaya => (self.avaya.base_url(), Some(self.avaya.token_url())),
+                        ProviderType::Vonage => (self.vonage.base_url(), Some(self.vonage.token_url())),
+                        ProviderType::Authvia => (self.authvia.base_url(), None),
+                    };
+                    if let Some(settings) = spec.get_mut(block).and_then(Value::as_object_mut) {
+                        if token_url.is_some() {
+                            settings.clear();
+                        }
+                        settings.insert("baseUrl".into(), json!(base_url));
+                        if let Some(token_url) = token_url {
+                            settings.insert("tokenUrl".into(), json!(token_url));
+                        }
+                    }
                 }
             }
             let Some((resource, namespaced)) = api_resource(&doc) else {
@@ -332,24 +340,25 @@ impl Sandbox {
                     let secret = state.get(&secrets, &ns, selector["name"].as_str()?).ok()?;
                     decoded(&secret, selector["key"].as_str()?).map(SecretString::from)
                 };
-                let spec = &sub["spec"];
-                if let Some(a) = spec.get("avaya") {
-                    Some(Expectation::AvayaToken {
-                        header: a["authTokenHeader"].as_str().unwrap_or("auth-token").to_string(),
-                        token: read(&a["authToken"]["secretKeyRef"])?,
-                    })
-                } else if let Some(v) = spec.get("vonage") {
-                    let secret = match v.get("signingSecret") {
-                        Some(s) => read(&s["secretKeyRef"])?,
-                        None => {
-                            let name = format!("{}-vonage-signing", sub["metadata"]["name"].as_str()?);
-                            read(&json!({"name": name, "key": "secret"}))?
-                        }
-                    };
-                    Some(Expectation::VonageSecret(secret))
-                } else {
-                    let a = spec.get("authvia")?;
-                    Some(Expectation::AuthviaSecret(read(&a["signingSecret"]["secretKeyRef"])?))
+                let typed: WebhookSubscription = serde_json::from_value(sub.clone()).ok()?;
+                match controller::bindings::subscription_block(&typed.spec).ok()? {
+                    SubscriptionBlock::Avaya(a) => Some(Expectation::AvayaToken {
+                        header: a.auth_token_header.clone(),
+                        token: read(&json!(a.auth_token.as_ref()?.secret_key_ref))?,
+                    }),
+                    SubscriptionBlock::Vonage(v) => {
+                        let secret = match &v.signing_secret {
+                            Some(s) => read(&json!(s.secret_key_ref))?,
+                            None => read(&json!({
+                                "name": controller::bindings::vonage::generated_secret_name(&typed),
+                                "key": controller::bindings::vonage::GENERATED_SECRET_KEY,
+                            }))?,
+                        };
+                        Some(Expectation::VonageSecret(secret))
+                    }
+                    SubscriptionBlock::Authvia(a) => Some(Expectation::AuthviaSecret(read(&json!(
+                        a.signing_secret.as_ref()?.secret_key_ref
+                    ))?)),
                 }
             })
         })

@@ -195,10 +195,10 @@ async fn kubectl_applies_lists_rejects_and_deletes() {
             &rt,
             "default",
             "agent-events",
-            webhook_operator::sandbox::kube::store::PatchKind::Merge,
+            webhook_operator::sandbox::kube::PatchKind::Merge,
             json!({"metadata": {"finalizers": null}}),
             false,
-            &webhook_operator::sandbox::kube::store::Writer::by("test"),
+            &webhook_operator::sandbox::kube::Writer::by("test"),
         )
         .unwrap();
     });

@@ -178,6 +178,14 @@ pub fn rotation(desired: &DesiredSpec, rotated: bool, update: &mut BTreeSet<Fiel
     }
 }
 
+/// The delivery token a rotation's renew carries (Avaya's `authToken`).
+pub fn rotation_token(desired: &DesiredSpec) -> Option<&secrecy::SecretString> {
+    match desired {
+        DesiredSpec::Avaya(a) => a.auth_token.as_ref(),
+        DesiredSpec::Vonage(_) | DesiredSpec::Authvia(_) => None,
+    }
+}
+
 /// Whether the provider's subscriptions expire, so that they are renewed (and reactivated by renew).
 pub fn expires(provider: ProviderType) -> bool {
     match provider {

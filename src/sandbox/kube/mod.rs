@@ -1,13 +1,13 @@
 //! The emulated Kubernetes API: enough of a kube-apiserver that kube 5 (client, watcher, Controller,
 //! finalizer helper, events Recorder) and real kubectl behave against it as against a cluster.
 
-pub mod error;
-pub mod http;
-pub mod resources;
+mod error;
+mod http;
+mod resources;
 pub mod schema;
-pub mod selectors;
-pub mod store;
-pub mod table;
+mod selectors;
+mod store;
+mod table;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -16,12 +16,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use error::ApiError;
 pub use http::{FaultAction, FaultRule, RequestRecord, ServerConfig, WatchControl, WatchDelivery};
-pub use store::{State, StoreOptions};
+pub use store::{PatchKind, State, StoreOptions, Writer};
 
 pub use http::Shared;
 
@@ -61,15 +61,7 @@ impl Emulator {
     pub async fn start(options: EmulatorOptions) -> std::io::Result<Emulator> {
         let listener = TcpListener::bind(options.listen).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::new(options.store)),
-            revisions: watch::channel(0).0,
-            watch_control: broadcast::channel(64).0,
-            requests: Mutex::new(Vec::new()),
-            faults: Mutex::new(Vec::new()),
-            watch_delivery: watch::channel(WatchDelivery::default()).0,
-            config: options.server,
-        });
+        let shared = Arc::new(Shared::new(State::new(options.store), options.server));
         let emulator = Emulator {
             addr,
             shared,

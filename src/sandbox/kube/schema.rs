@@ -38,7 +38,7 @@ impl fmt::Display for FieldError {
 const ROOT_SYSTEM_FIELDS: [&str; 3] = ["apiVersion", "kind", "metadata"];
 
 /// Applies the schema's defaults to `object` (in place), as the API server does on every write and read.
-pub fn apply_defaults(schema: &Value, object: &mut Value) {
+fn apply_defaults(schema: &Value, object: &mut Value) {
     *object = kube::core::cel::apply_defaults(schema, object);
 }
 
@@ -115,7 +115,7 @@ fn prune_at(schema: &Value, value: &mut Value, path: &str, pruned: &mut Vec<Stri
 }
 
 /// Removes `null` values of fields that are not `nullable`, as the API server does before defaulting.
-pub fn drop_non_nullable_nulls(schema: &Value, value: &mut Value) {
+fn drop_non_nullable_nulls(schema: &Value, value: &mut Value) {
     let Value::Object(map) = value else {
         if let (Value::Array(items), Some(item_schema)) = (value, schema.get("items")) {
             items.iter_mut().for_each(|i| drop_non_nullable_nulls(item_schema, i));

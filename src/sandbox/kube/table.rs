@@ -83,7 +83,7 @@ fn select(selector: &str, index: usize, item: &Value) -> bool {
 }
 
 /// apimachinery's `HumanDuration`: how `kubectl get` prints ages.
-pub fn human_duration(seconds: i64) -> String {
+fn human_duration(seconds: i64) -> String {
     if seconds < -1 {
         return "<invalid>".to_string();
     }
