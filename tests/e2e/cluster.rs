@@ -4,7 +4,7 @@
 //! test says so and returns (the emulator suites cover the same flow).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -17,24 +17,22 @@ use webhook_operator::sandbox::providers::avaya::AvayaSimulator;
 use webhook_operator::sandbox::providers::vonage::VonageSimulator;
 
 use crate::support::fixtures::{AVAYA_ID, AVAYA_SECRET, LOCAL, Sub, VONAGE_ID, VONAGE_SECRET};
+use crate::support::poll::eventually;
 
 const MANAGER: &str = "webhook-operator-e2e";
 
 async fn wait_ready(api: &Api<WebhookSubscription>, name: &str) -> WebhookSubscription {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(sub) = api.get(name).await
-            && sub
-                .status
+    eventually(&format!("{name} Ready"), Duration::from_secs(60), POLL, || async {
+        api.get(name).await.ok().filter(|sub| {
+            sub.status
                 .as_ref()
                 .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        {
-            return sub;
-        }
-        assert!(Instant::now() < deadline, "{name} did not become Ready");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+        })
+    })
+    .await
 }
+
+const POLL: Duration = Duration::from_millis(200);
 
 #[tokio::test]
 async fn against_a_real_cluster() {
@@ -117,31 +115,33 @@ async fn against_a_real_cluster() {
     let id = agents.status.unwrap().subscription_id.unwrap();
 
     // Renewed before the 20 s lifetime runs out; rotation reaches the provider.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while avaya.subscription(&id).unwrap().renewals == 0 {
-        assert!(Instant::now() < deadline, "renewed on a real cluster");
+    eventually("renewed on a real cluster", Duration::from_secs(30), POLL, || async {
         assert_eq!(avaya.status_of(&id), Some("ACTIVE"));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        (avaya.subscription(&id).unwrap().renewals > 0).then_some(())
+    })
+    .await;
     let body = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "avaya-token"}, "stringData": {"token": "real-cluster-token-2"}});
     secrets
         .patch("avaya-token", &apply, &Patch::Apply(&body))
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while avaya.subscription(&id).unwrap().auth_token.as_deref() != Some("real-cluster-token-2") {
-        assert!(Instant::now() < deadline, "rotated on a real cluster");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually("rotated on a real cluster", Duration::from_secs(30), POLL, || async {
+        (avaya.subscription(&id).unwrap().auth_token.as_deref() == Some("real-cluster-token-2")).then_some(())
+    })
+    .await;
 
     // Deletion removes the remote side and lets the objects go.
     subs.delete("agents", &DeleteParams::default()).await.unwrap();
     subs.delete("presence", &DeleteParams::default()).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !subs.list(&Default::default()).await.unwrap().items.is_empty() {
-        assert!(Instant::now() < deadline, "subscriptions deleted");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    eventually("subscriptions deleted", Duration::from_secs(60), POLL, || async {
+        subs.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await;
     assert!(avaya.subscriptions().is_empty() && vonage.subscriptions().is_empty());
     let _ = stop.send(());
     let _ = controller.await;

@@ -9,6 +9,8 @@ use webhook_operator::clock::{SharedClock, SystemClock};
 use webhook_operator::controller::leader::{Election, LeadershipLost, run_elected};
 use webhook_operator::sandbox::kube::{ApiError, Emulator, EmulatorOptions, FaultAction, FaultRule};
 
+use crate::support::poll::eventually;
+
 fn election(identity: &str) -> Election {
     let mut e = Election::new("default", "webhook-operator", identity);
     e.lease_duration = Duration::from_secs(2);
@@ -90,11 +92,13 @@ async fn one_leader_hand_over_and_step_down() {
         .unwrap()
         .unwrap();
     assert!(lost.is_err(), "B stepped down");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
-    while holder(&emu).as_deref() != Some("replica-c") {
-        assert!(tokio::time::Instant::now() < deadline, "C took over");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "C took over",
+        Duration::from_secs(6),
+        Duration::from_millis(100),
+        || async { (holder(&emu).as_deref() == Some("replica-c")).then_some(()) },
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(*log.lock().unwrap(), vec!["replica-a", "replica-b", "replica-c"]);
     assert_eq!(max.load(Ordering::SeqCst), 1, "never two leaders at once");

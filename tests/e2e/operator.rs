@@ -14,7 +14,7 @@ use webhook_operator::sandbox::receiver::Expectation;
 
 use crate::support::env::{Env, condition};
 use crate::support::fixtures::{AUTHVIA_SIGNING, AVAYA_SECRET, AVAYA_TOKEN, GROUP, NS, Sub};
-use crate::support::poll::{WAIT, until};
+use crate::support::poll::{WAIT, eventually, until};
 
 async fn env_with_subscriptions(lifetime: Duration) -> Env {
     let mut env = Env::start(lifetime).await;
@@ -667,21 +667,18 @@ async fn errors_are_classified_without_retry_storms() {
 
     // Providers report whether their credentials work.
     let providers: Api<webhook_operator::api::WebhookProvider> = Api::namespaced(env.client.clone(), NS);
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let p = providers.get("avaya").await.unwrap();
-        let ready = p
-            .status
-            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"));
-        if ready
-            .as_ref()
-            .is_some_and(|c| c.status == "True" && c.reason == "CredentialsValid")
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "provider Ready: {ready:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "provider avaya Ready (CredentialsValid)",
+        WAIT,
+        Duration::from_millis(50),
+        || async {
+            let p = providers.get("avaya").await.unwrap();
+            p.status
+                .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
+                .filter(|c| c.status == "True" && c.reason == "CredentialsValid")
+        },
+    )
+    .await;
 }
 
 /// Plain GET over HTTP/1.1: status line and body.
@@ -730,17 +727,12 @@ async fn the_run_command_reconciles_and_serves_metrics() {
         .unwrap();
     env.create_sub(Sub::avaya("from-binary", "/avaya/binary")).await;
     env.wait_ready("from-binary").await;
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if http_get(&metrics, "/readyz")
+    eventually("/readyz answers 200", WAIT, Duration::from_millis(100), || async {
+        http_get(&metrics, "/readyz")
             .await
-            .is_some_and(|r| r.starts_with("HTTP/1.1 200"))
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "/readyz never became ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            .filter(|r| r.starts_with("HTTP/1.1 200"))
+    })
+    .await;
     let body = http_get(&metrics, "/metrics").await.unwrap();
     assert!(
         body.contains(r#"webhook_operator_provider_requests_total{provider="avaya",operation="create",code="201"} 1"#),
