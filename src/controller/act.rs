@@ -179,6 +179,27 @@ async fn converge(
     })
 }
 
+/// Writes a subscription's status by server-side apply (the operator owns every status field).
+pub async fn write_status(
+    client: &kube::Client,
+    sub: &WebhookSubscription,
+    status: &crate::api::WebhookSubscriptionStatus,
+) -> Result<(), kube::Error> {
+    let api: Api<WebhookSubscription> = Api::namespaced(client.clone(), &sub.namespace().unwrap_or_default());
+    let body = json!({
+        "apiVersion": WebhookSubscription::api_version(&()),
+        "kind": WebhookSubscription::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &sub.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
+    Ok(())
+}
+
 /// Writes the signing secrets the pass generated, before anything uses them.
 pub async fn store_generated(
     client: &kube::Client,

@@ -31,11 +31,10 @@ pub mod watch;
 
 use std::sync::Arc;
 
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 
 pub use context::{Config, Context};
 pub use error::{ControllerError, ReconcileError};
@@ -45,7 +44,7 @@ pub use watch::{run, run_with, shutdown_signal};
 use crate::api::{Annotations, FINALIZER, WebhookSubscription, WebhookSubscriptionStatus, condition};
 use context::ObjectState;
 use error::backoff;
-use observe::{MANAGER, uid_of};
+use observe::uid_of;
 use plan::{Deletion, Facts, Leak, Wake};
 use report::{Cleanup, GateChange, Outcome, Pass, Report};
 use status::condition_state;
@@ -192,30 +191,37 @@ async fn record(
     report: Report,
 ) -> Result<Requeue, ReconcileError> {
     let uid = uid_of(sub);
-    match report.gate {
+    let status_write = report.status_write(current).cloned();
+    let Report {
+        status,
+        events,
+        wake,
+        gate,
+        error,
+    } = report;
+    match gate {
         GateChange::Keep => {}
         GateChange::Clear => ctx.objects.update(&uid, |s| s.gate = None),
         GateChange::Set(gate) => ctx.objects.update(&uid, |s| s.gate = Some(gate)),
     }
-    if let Some((reason, message)) = &report.error {
+    if let Some((reason, message)) = &error {
         tracing::info!(subscription = %sub.name_any(), reason = reason.as_str(), error = %message, "reconcile failed");
         crate::telemetry::reconcile_error(reason.as_str());
     }
-    ctx.publish(sub, report.events).await;
-    write_status(sub, ctx, current, report.status).await?;
-    Ok(match report.wake {
+    record_gauges(sub, &status);
+    ctx.publish(sub, events).await;
+    if let Some(next) = status_write {
+        act::write_status(&ctx.client, sub, &next).await?;
+        ctx.objects.update(&uid, |s| s.written = Some(next));
+    }
+    Ok(match wake {
         Wake::OnChange => Requeue::await_change(),
         Wake::After(after) => Requeue::requeue(after),
     })
 }
 
-/// Writes status by server-side apply, only when it changed; keeps the subscription's gauges current.
-async fn write_status(
-    sub: &WebhookSubscription,
-    ctx: &Context,
-    current: &WebhookSubscriptionStatus,
-    next: WebhookSubscriptionStatus,
-) -> Result<(), kube::Error> {
+/// The subscription's gauges, from the status a pass leaves.
+fn record_gauges(sub: &WebhookSubscription, status: &WebhookSubscriptionStatus) {
     let epoch = |t: &Option<String>| {
         t.as_deref()
             .and_then(|t| t.parse::<jiff::Timestamp>().ok())
@@ -228,28 +234,11 @@ async fn write_status(
             provider: bindings::subscription_block(&sub.spec)
                 .map_or("unknown", |b| b.provider_type().as_str())
                 .to_string(),
-            ready: condition_state(&next.conditions, condition::READY).map_or_else(|| "Unknown".into(), |c| c.0),
-            expiration: epoch(&next.expires_at),
-            renewal: epoch(&next.renewal_time),
+            ready: condition_state(&status.conditions, condition::READY).map_or_else(|| "Unknown".into(), |c| c.0),
+            expiration: epoch(&status.expires_at),
+            renewal: epoch(&status.renewal_time),
         }),
     );
-    if *current == next {
-        return Ok(());
-    }
-    let api: Api<WebhookSubscription> = Api::namespaced(ctx.client.clone(), &sub.namespace().unwrap_or_default());
-    let body = json!({
-        "apiVersion": WebhookSubscription::api_version(&()),
-        "kind": WebhookSubscription::kind(&()),
-        "status": next,
-    });
-    api.patch_status(
-        &sub.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await?;
-    ctx.objects.update(&uid_of(sub), |s| s.written = Some(next));
-    Ok(())
 }
 
 /// One pass over a deleted subscription: plan what deleting means, act, report.

@@ -128,6 +128,14 @@ pub struct Report {
     pub error: Option<(Reason, String)>,
 }
 
+impl Report {
+    /// The status to write: only when it differs from the current one (a write that changes nothing
+    /// would still wake every watcher).
+    pub fn status_write(&self, current: &WebhookSubscriptionStatus) -> Option<&WebhookSubscriptionStatus> {
+        (self.status != *current).then_some(&self.status)
+    }
+}
+
 /// The report of one pass.
 pub fn report(current: &WebhookSubscriptionStatus, pass: &Pass<'_>, gate: Option<&Gate>, outcome: Outcome) -> Report {
     let mut next = current.clone();
@@ -579,6 +587,8 @@ mod tests {
         let current = ready_status();
         let r = report(&current, &pass(&a), None, applied(RemoteState::Active, true));
         assert_eq!(r.status, current);
+        assert_eq!(r.status_write(&current), None, "no write");
+        assert!(r.status_write(&Default::default()).is_some());
         assert!(r.events.is_empty());
         let r = report(&current, &pass(&a), None, Outcome::UpToDate);
         assert_eq!(r.status, current);
