@@ -59,7 +59,7 @@ async fn check(
         &mut next.conditions,
         condition::READY,
         ready,
-        reason.as_str(),
+        reason,
         &message,
         generation,
         ctx.config.clock.now(),

@@ -2,6 +2,8 @@
 //! writes by server-side apply only when something changed.
 
 use jiff::Timestamp;
+
+use super::reason::Reason;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 /// Sets a condition, keeping `lastTransitionTime` while the status stays the same.
@@ -9,7 +11,7 @@ pub fn set_condition(
     conditions: &mut Vec<Condition>,
     type_: &str,
     status: bool,
-    reason: &str,
+    reason: Reason,
     message: &str,
     generation: i64,
     now: Timestamp,
@@ -24,7 +26,7 @@ pub fn set_condition(
     let condition = Condition {
         type_: type_.to_string(),
         status: status.to_string(),
-        reason: reason.to_string(),
+        reason: reason.as_str().to_string(),
         message: message.to_string(),
         observed_generation: Some(generation),
         last_transition_time: transition,
@@ -57,11 +59,11 @@ mod tests {
         let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         let t1: Timestamp = "2026-01-01T01:00:00Z".parse().unwrap();
         let mut conditions = Vec::new();
-        set_condition(&mut conditions, "Ready", true, "Available", "ok", 1, t0);
-        set_condition(&mut conditions, "Ready", true, "Available", "still ok", 2, t1);
+        set_condition(&mut conditions, "Ready", true, Reason::Available, "ok", 1, t0);
+        set_condition(&mut conditions, "Ready", true, Reason::Available, "still ok", 2, t1);
         assert_eq!(conditions[0].last_transition_time, Time(t0));
         assert_eq!(conditions[0].observed_generation, Some(2));
-        set_condition(&mut conditions, "Ready", false, "Unavailable", "down", 2, t1);
+        set_condition(&mut conditions, "Ready", false, Reason::Unavailable, "down", 2, t1);
         assert_eq!(conditions[0].last_transition_time, Time(t1));
         assert_eq!(conditions.len(), 1);
     }
