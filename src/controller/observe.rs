@@ -80,11 +80,6 @@ impl ProviderSettings {
     pub fn block(&self) -> Result<ProviderBlock<'_>, ConfigError> {
         bindings::provider_block(&self.avaya, &self.vonage, &self.authvia, &self.display)
     }
-
-    /// Which API the provider is for.
-    pub fn provider_type(&self) -> Result<ProviderType, ConfigError> {
-        Ok(self.block()?.provider_type())
-    }
 }
 
 /// A signing secret the pass decided to generate: `act` writes it (into a Secret the subscription owns)
