@@ -69,11 +69,12 @@ pub struct AuthviaClient {
     account_id: String,
 }
 
+/// This client's own block of a desired subscription; any other provider's block is refused.
 fn authvia(desired: &Desired) -> Result<&super::AuthviaDesired> {
-    match &desired.spec {
-        DesiredSpec::Authvia(a) => Ok(a),
-        DesiredSpec::Avaya(_) | DesiredSpec::Vonage(_) => Err(super::wrong_block(ProviderType::Authvia)),
-    }
+    let DesiredSpec::Authvia(spec) = &desired.spec else {
+        return Err(super::wrong_block(ProviderType::Authvia));
+    };
+    Ok(spec)
 }
 
 fn remote_from(value: &Value) -> Option<Remote> {

@@ -89,11 +89,12 @@ impl AvayaClient {
     }
 }
 
+/// This client's own block of a desired subscription; any other provider's block is refused.
 fn avaya(desired: &Desired) -> Result<&super::AvayaDesired> {
-    match &desired.spec {
-        DesiredSpec::Avaya(a) => Ok(a),
-        DesiredSpec::Vonage(_) | DesiredSpec::Authvia(_) => Err(super::wrong_block(ProviderType::Avaya)),
-    }
+    let DesiredSpec::Avaya(spec) = &desired.spec else {
+        return Err(super::wrong_block(ProviderType::Avaya));
+    };
+    Ok(spec)
 }
 
 /// A `Subscription` body in the operator's terms; the echoed token becomes a fingerprint.

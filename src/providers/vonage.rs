@@ -39,11 +39,12 @@ pub struct VonageClient {
     base_url: String,
 }
 
+/// This client's own block of a desired subscription; any other provider's block is refused.
 fn vonage(desired: &Desired) -> Result<&super::VonageDesired> {
-    match &desired.spec {
-        DesiredSpec::Vonage(v) => Ok(v),
-        DesiredSpec::Avaya(_) | DesiredSpec::Authvia(_) => Err(super::wrong_block(ProviderType::Vonage)),
-    }
+    let DesiredSpec::Vonage(spec) = &desired.spec else {
+        return Err(super::wrong_block(ProviderType::Vonage));
+    };
+    Ok(spec)
 }
 
 fn remote_from(value: &Value) -> Option<Remote> {
