@@ -13,7 +13,7 @@ use serde_json::json;
 use super::bindings::{self, vonage};
 use super::error::ReconcileError;
 use super::observe::{MANAGER, SecretToGenerate};
-use super::plan::{Action, Facts, RenewReason};
+use super::plan::{Action, Facts, OwnAnnotations, RenewReason};
 use super::status::format_time;
 use crate::api::{WebhookSubscription, annotation};
 use crate::providers::{Desired, Field, Remote, WebhookApi};
@@ -46,6 +46,8 @@ pub enum Done {
     Renewed(String, RenewReason),
     /// A secret the provider generated was stored in this Secret.
     SecretStored(String),
+    /// The operator's own annotations were written.
+    Annotated(OwnAnnotations),
 }
 
 /// The steps done, and how the pass ended.
@@ -94,12 +96,7 @@ async fn carry_out(
         }
         Action::Create => create(client, sub, api, facts, desired, done).await,
         Action::Adopt { remote, update, renew } => {
-            annotate(
-                client,
-                sub,
-                json!({annotation::EXTERNAL_ID: remote.id, annotation::CREATE_PENDING: null}),
-            )
-            .await?;
+            annotate(client, sub, Some(&remote.id), None, done).await?;
             done.push(Done::Adopted(remote.id.clone()));
             let mut applied = converge(api, desired, remote, &update, renew, done).await?;
             applied.changed = true;
@@ -119,19 +116,9 @@ async fn create(
     desired: &Desired,
     done: &mut Vec<Done>,
 ) -> Result<Applied, ReconcileError> {
-    annotate(
-        client,
-        sub,
-        json!({annotation::CREATE_PENDING: format_time(facts.now), annotation::EXTERNAL_ID: null}),
-    )
-    .await?;
+    annotate(client, sub, None, Some(&format_time(facts.now)), done).await?;
     let created = api.create(desired).await?;
-    annotate(
-        client,
-        sub,
-        json!({annotation::EXTERNAL_ID: created.id, annotation::CREATE_PENDING: null}),
-    )
-    .await?;
+    annotate(client, sub, Some(&created.id), None, done).await?;
     done.push(Done::Created(created.id.clone()));
     if let Some(secret) = &created.generated_secret {
         let name = vonage::generated_secret_name(sub);
@@ -240,18 +227,28 @@ async fn store_secret(
     Ok(())
 }
 
-/// Merges annotations (null removes one).
+/// Writes `external-id` and `create-pending` (None removes one), and records what was written: the
+/// watch cache may lag behind it, and the next pass must not act on the older values.
 async fn annotate(
     client: &kube::Client,
     sub: &WebhookSubscription,
-    values: serde_json::Value,
+    external_id: Option<&str>,
+    create_pending: Option<&str>,
+    done: &mut Vec<Done>,
 ) -> Result<(), kube::Error> {
     let api: Api<WebhookSubscription> = Api::namespaced(client.clone(), &sub.namespace().unwrap_or_default());
-    api.patch(
-        &sub.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"annotations": values}})),
-    )
-    .await?;
+    let values = json!({annotation::EXTERNAL_ID: external_id, annotation::CREATE_PENDING: create_pending});
+    let written = api
+        .patch(
+            &sub.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": values}})),
+        )
+        .await?;
+    done.push(Done::Annotated(OwnAnnotations {
+        resource_version: written.resource_version().unwrap_or_default(),
+        external_id: external_id.map(str::to_string),
+        create_pending: create_pending.map(str::to_string),
+    }));
     Ok(())
 }

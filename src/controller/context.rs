@@ -13,7 +13,7 @@ use secrecy::SecretString;
 use super::accounts::ProviderRegistry;
 use super::error::ReconcileError;
 use super::observe::{self, MANAGER, ProviderSettings};
-use super::plan::Gate;
+use super::plan::{Gate, OwnAnnotations};
 use super::report::{Note, Severity};
 use crate::api::{WebhookSubscription, WebhookSubscriptionStatus};
 use crate::clock::SharedClock;
@@ -61,6 +61,8 @@ pub struct ObjectState {
     /// The status last written: the watch cache can lag behind our own write, and a stale status would
     /// make the next pass redo what was just done.
     pub written: Option<WebhookSubscriptionStatus>,
+    /// The operator's own annotations as it last wrote them (same reason).
+    pub own_annotations: Option<OwnAnnotations>,
 }
 
 /// Per-object state, removed when the object is deleted.

@@ -77,8 +77,12 @@ pub fn error_policy(_sub: Arc<WebhookSubscription>, error: &ControllerError, _ct
 /// One pass over a live subscription.
 async fn apply(sub: &WebhookSubscription, ctx: &Context) -> Result<Requeue, ReconcileError> {
     let uid = uid_of(sub);
-    let annotations = Annotations::parse(sub.annotations());
     let state = ctx.objects.get(&uid);
+    let annotations = plan::trust_own_writes(
+        Annotations::parse(sub.annotations()),
+        sub.meta().resource_version.as_deref(),
+        state.own_annotations.as_ref(),
+    );
     let current = state
         .written
         .clone()
@@ -198,7 +202,11 @@ async fn record(
         wake,
         gate,
         error,
+        own_annotations,
     } = report;
+    if let Some(own) = own_annotations {
+        ctx.objects.update(&uid, |s| s.own_annotations = Some(own));
+    }
     match gate {
         GateChange::Keep => {}
         GateChange::Clear => ctx.objects.update(&uid, |s| s.gate = None),
@@ -244,9 +252,17 @@ fn record_gauges(sub: &WebhookSubscription, status: &WebhookSubscriptionStatus) 
 /// One pass over a deleted subscription: plan what deleting means, act, report.
 async fn cleanup(sub: &WebhookSubscription, ctx: &Context) -> Result<Requeue, ReconcileError> {
     crate::telemetry::subscription(&sub.namespace().unwrap_or_default(), &sub.name_any(), None);
-    ctx.objects.forget(&uid_of(sub));
-    let annotations = Annotations::parse(sub.annotations());
-    let outcome = match plan::deletion(sub.spec.deletion_policy, &annotations, sub.status.as_ref()) {
+    let uid = uid_of(sub);
+    let state = ctx.objects.get(&uid);
+    ctx.objects.forget(&uid);
+    // A lagging cache must not hide the id or the pending create this process just wrote.
+    let annotations = plan::trust_own_writes(
+        Annotations::parse(sub.annotations()),
+        sub.meta().resource_version.as_deref(),
+        state.own_annotations.as_ref(),
+    );
+    let status = state.written.as_ref().or(sub.status.as_ref());
+    let outcome = match plan::deletion(sub.spec.deletion_policy, &annotations, status) {
         Deletion::Orphan(id) => Cleanup::Orphaned(id),
         Deletion::Release => Cleanup::Released,
         deletion @ (Deletion::Delete(_) | Deletion::FindLeak) => delete_remote(sub, ctx, deletion).await?,

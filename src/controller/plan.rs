@@ -346,6 +346,43 @@ pub fn held(gate: Option<&Gate>, inputs: &str, now: Timestamp) -> Option<Wake> {
     }
 }
 
+/// The operator's own annotations as it last wrote them, and the resourceVersion of that write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnAnnotations {
+    /// `metadata.resourceVersion` the write returned.
+    pub resource_version: String,
+    /// `external-id` as written.
+    pub external_id: Option<String>,
+    /// `create-pending` as written.
+    pub create_pending: Option<String>,
+}
+
+/// The annotations to act on: the cached object's, unless the cache is older than the operator's own
+/// last write of `external-id`/`create-pending` (a lagging cache without `create-pending` would make a
+/// create that timed out look like someone else's subscription).
+pub fn trust_own_writes(
+    mut cached: Annotations,
+    cached_version: Option<&str>,
+    own: Option<&OwnAnnotations>,
+) -> Annotations {
+    let Some(own) = own else {
+        return cached;
+    };
+    let older = match (
+        cached_version.and_then(|v| v.parse::<u64>().ok()),
+        own.resource_version.parse::<u64>().ok(),
+    ) {
+        (Some(cached), Some(written)) => cached < written,
+        // Opaque versions cannot be ordered: the cache is taken as current.
+        _ => false,
+    };
+    if older {
+        cached.external_id = own.external_id.clone();
+        cached.create_pending = own.create_pending.clone();
+    }
+    cached
+}
+
 /// What deleting a `WebhookSubscription` means for its remote subscription.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Deletion {
@@ -788,6 +825,52 @@ mod tests {
             ..Default::default()
         };
         assert_ne!(inputs_of(1, &a, None, "p"), inputs_of(1, &requested, None, "p"));
+    }
+
+    #[test]
+    fn own_annotation_writes_win_over_an_older_cache() {
+        let own = OwnAnnotations {
+            resource_version: "42".into(),
+            external_id: None,
+            create_pending: Some("2026-01-01T11:00:00Z".into()),
+        };
+        let cached = Annotations {
+            reconcile_requested: Some("t".into()),
+            ..Default::default()
+        };
+        let trusted = trust_own_writes(cached.clone(), Some("41"), Some(&own));
+        assert_eq!(
+            trusted.create_pending, own.create_pending,
+            "the cache lags: our write stands"
+        );
+        assert_eq!(
+            trusted.reconcile_requested.as_deref(),
+            Some("t"),
+            "the rest comes from the cache"
+        );
+        assert_eq!(
+            lookup(&Facts {
+                annotations: trusted,
+                ..without_id()
+            }),
+            Lookup::Find(Search::LeakRecovery)
+        );
+        // Caught up (or a user changed it since): the cache is the truth.
+        let imported = Annotations {
+            external_id: Some("id-9".into()),
+            ..Default::default()
+        };
+        assert_eq!(trust_own_writes(imported.clone(), Some("43"), Some(&own)), imported);
+        assert_eq!(trust_own_writes(imported.clone(), Some("42"), Some(&own)), imported);
+        assert_eq!(trust_own_writes(imported.clone(), Some("opaque"), Some(&own)), imported);
+        assert_eq!(trust_own_writes(imported.clone(), Some("1"), None), imported);
+    }
+
+    fn without_id() -> Facts {
+        let mut f = facts();
+        f.annotations.external_id = None;
+        f.status.subscription_id = None;
+        f
     }
 
     #[test]

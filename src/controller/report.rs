@@ -8,7 +8,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::act::{Applied, Done};
 use super::error::{ConfigError, ReconcileError, Retry, backoff};
-use super::plan::{self, Gate, Leak, RenewReason, Wake};
+use super::plan::{self, Gate, Leak, OwnAnnotations, RenewReason, Wake};
 use super::reason::Reason;
 use super::status::{condition_state, format_time, set_condition};
 use crate::api::{Annotations, RenewalPolicy, WebhookSubscriptionStatus, condition};
@@ -126,6 +126,8 @@ pub struct Report {
     pub gate: GateChange,
     /// The reason (metric label) and message of a failed pass.
     pub error: Option<(Reason, String)>,
+    /// The operator's own annotations, when the pass wrote them.
+    pub own_annotations: Option<OwnAnnotations>,
 }
 
 impl Report {
@@ -156,6 +158,7 @@ pub fn report(current: &WebhookSubscriptionStatus, pass: &Pass<'_>, gate: Option
                 wake: Wake::OnChange,
                 gate: GateChange::Keep,
                 error: None,
+                own_annotations: None,
             }
         }
         Outcome::Held(wake) => Report {
@@ -167,6 +170,7 @@ pub fn report(current: &WebhookSubscriptionStatus, pass: &Pass<'_>, gate: Option
             },
             gate: GateChange::Keep,
             error: None,
+            own_annotations: None,
         },
         Outcome::UpToDate => Report {
             wake: Wake::After(next_wake(&next, pass.now, pass.drift_interval)),
@@ -174,6 +178,7 @@ pub fn report(current: &WebhookSubscriptionStatus, pass: &Pass<'_>, gate: Option
             events: Vec::new(),
             gate: GateChange::Clear,
             error: None,
+            own_annotations: None,
         },
         Outcome::Applied {
             applied,
@@ -193,6 +198,7 @@ pub fn report(current: &WebhookSubscriptionStatus, pass: &Pass<'_>, gate: Option
                 events,
                 gate: GateChange::Clear,
                 error: None,
+                own_annotations: last_annotated(&done),
             }
         }
         Outcome::Failed { error, inputs, done } => {
@@ -227,6 +233,7 @@ pub fn report(current: &WebhookSubscriptionStatus, pass: &Pass<'_>, gate: Option
                     failures,
                 }),
                 error: Some((error.event_reason(), error.to_string())),
+                own_annotations: last_annotated(&done),
             }
         }
     }
@@ -340,11 +347,25 @@ fn failed_status(next: &mut WebhookSubscriptionStatus, pass: &Pass<'_>, error: &
     }
 }
 
+/// The last write of the operator's own annotations among the steps done.
+fn last_annotated(done: &[Done]) -> Option<OwnAnnotations> {
+    done.iter().rev().find_map(|step| match step {
+        Done::Annotated(own) => Some(own.clone()),
+        Done::RemoteGone(_)
+        | Done::Created(_)
+        | Done::Adopted(_)
+        | Done::Updated(..)
+        | Done::Renewed(..)
+        | Done::SecretStored(_) => None,
+    })
+}
+
 /// The Events of the steps done.
 fn done_notes(provider: Option<ProviderType>, done: &[Done]) -> Vec<Note> {
     let provider = provider.map_or("provider", ProviderType::as_str);
     done.iter()
-        .map(|step| match step {
+        .filter_map(|step| {
+            Some(match step {
             Done::RemoteGone(id) => Note::warning(
                 Reason::RemoteDeleted,
                 format!("{provider} subscription {id} was deleted outside the operator; creating a new one"),
@@ -375,10 +396,12 @@ fn done_notes(provider: Option<ProviderType>, done: &[Done]) -> Vec<Note> {
                     format!("renewed {provider} subscription {id} before it expires"),
                 ),
             },
+            Done::Annotated(_) => return None,
             Done::SecretStored(name) => Note::normal(
                 Reason::SecretStored,
                 format!("Vonage generated the signing secret; stored it in Secret {name}, key secret (set spec.vonage.signingSecret to manage it yourself)"),
             ),
+            })
         })
         .collect()
 }

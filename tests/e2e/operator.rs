@@ -8,7 +8,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use secrecy::SecretString;
 use serde_json::json;
 use webhook_operator::api::{AdoptionPolicy, WebhookSubscription, annotation};
-use webhook_operator::sandbox::kube::{FaultAction, FaultRule};
+use webhook_operator::sandbox::kube::{FaultAction, FaultRule, WatchDelivery};
 use webhook_operator::sandbox::providers::{SimFault, SimFaultAction};
 use webhook_operator::sandbox::receiver::Expectation;
 
@@ -794,4 +794,31 @@ async fn per_object_state_is_forgotten_when_subscriptions_are_deleted() {
         env.vonage.subscriptions().is_empty(),
         "the real ones were deleted remotely"
     );
+}
+
+#[tokio::test]
+async fn a_create_whose_answer_was_lost_is_adopted_despite_a_lagging_cache() {
+    let mut env = Env::start(Duration::from_secs(600)).await;
+    env.start_controller();
+    // The create succeeds at Vonage but its answer never arrives, and the controller's cache lags 4 s
+    // behind, longer than the retry: the next pass must trust its own create-pending, not the cache.
+    env.vonage.core.inject(
+        SimFault::on("/webhooks/subscriptions", SimFaultAction::LoseAnswer)
+            .method(axum::http::Method::POST)
+            .times(1),
+    );
+    env.emu.set_watch_delivery(WatchDelivery {
+        paused: false,
+        delay: Duration::from_secs(4),
+    });
+    env.create_sub(Sub::vonage("lost-answer", "/vonage/lost-answer")).await;
+    let ready = env.wait_ready("lost-answer").await;
+    assert_eq!(env.vonage.subscriptions().len(), 1, "created once, never twice");
+    assert_eq!(
+        ready.status.unwrap().subscription_id.as_deref(),
+        Some(env.vonage.subscriptions()[0].id.as_str())
+    );
+    let reasons = env.event_reasons("lost-answer");
+    assert!(reasons.contains(&"Adopted".to_string()), "{reasons:?}");
+    assert!(!reasons.contains(&"AlreadyExists".to_string()), "{reasons:?}");
 }

@@ -49,6 +49,9 @@ pub enum SimFaultAction {
     Delay(Duration),
     /// Break the connection mid-response.
     Drop,
+    /// Serve the request (its change happens), then break the connection before the answer arrives: a
+    /// call that timed out for the client but succeeded at the provider.
+    LoseAnswer,
 }
 
 /// A fault on requests whose method matches (None: any) and whose path contains `path`.
@@ -86,6 +89,13 @@ impl SimFault {
         self.remaining = Some(n);
         self
     }
+}
+
+/// A response whose body fails: the connection breaks before the answer arrives.
+fn broken_response() -> Response {
+    let broken =
+        futures::stream::once(async { Err::<Bytes, _>(std::io::Error::other("connection dropped by the simulator")) });
+    Response::new(Body::from_stream(broken))
 }
 
 /// The outcome of one delivery attempt.
@@ -387,11 +397,20 @@ async fn serve(core: Arc<SimCore>, router: Router, request: Request<Body>) -> Re
             }
             response
         }
-        Some(SimFaultAction::Drop) => {
-            let broken = futures::stream::once(async {
-                Err::<Bytes, _>(std::io::Error::other("connection dropped by the simulator"))
-            });
-            Response::new(Body::from_stream(broken))
+        Some(SimFaultAction::Drop) => broken_response(),
+        Some(SimFaultAction::LoseAnswer) => {
+            let query = form_urlencoded::parse(raw_query.as_bytes()).into_owned().collect();
+            let served = router(SimHttpRequest {
+                method: parts.method.clone(),
+                path: path.clone(),
+                query,
+                headers: parts.headers.clone(),
+                body,
+            })
+            .await;
+            let mut lost = broken_response();
+            *lost.status_mut() = served.status();
+            lost
         }
         other => {
             if let Some(SimFaultAction::Delay(delay)) = other {
