@@ -204,9 +204,10 @@ pub struct VonageSubscription {
     /// Whether notifications are sent (default true).
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// The base64 signing secret (at least 32 bytes) Vonage signs deliveries with. Without it Vonage
-    /// generates one that is returned only once; the operator then stores nothing and deliveries cannot be
-    /// verified, so set this (with generate: true if you want the operator to create it).
+    /// The base64 signing secret (at least 32 bytes) Vonage signs deliveries with. Without it the operator
+    /// generates one into the Secret <name>-vonage-signing (key secret, owned by this subscription) before
+    /// creating the subscription, so it is never lost (a secret Vonage generated would be returned only
+    /// once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_secret: Option<SigningSecretSource>,
 }

@@ -10,7 +10,7 @@ use kube::{Resource, ResourceExt};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
-use super::bindings::{self, vonage};
+use super::bindings;
 use super::error::ReconcileError;
 use super::observe::{MANAGER, SecretToGenerate};
 use super::plan::{Action, Facts, OwnAnnotations, RenewReason};
@@ -44,8 +44,8 @@ pub enum Done {
     Updated(String, BTreeSet<Field>),
     /// It was renewed, for this reason.
     Renewed(String, RenewReason),
-    /// A secret the provider generated was stored in this Secret.
-    SecretStored(String),
+    /// A signing secret was generated into this Secret and key.
+    SecretGenerated(String, String),
     /// The operator's own annotations were written.
     Annotated(OwnAnnotations),
 }
@@ -120,11 +120,6 @@ async fn create(
     let created = api.create(desired).await?;
     annotate(client, sub, Some(&created.id), None, done).await?;
     done.push(Done::Created(created.id.clone()));
-    if let Some(secret) = &created.generated_secret {
-        let name = vonage::generated_secret_name(sub);
-        store_secret(client, sub, &name, vonage::GENERATED_SECRET_KEY, secret).await?;
-        done.push(Done::SecretStored(name));
-    }
     Ok(Applied {
         id: created.id.clone(),
         remote: created,
@@ -192,9 +187,11 @@ pub async fn store_generated(
     client: &kube::Client,
     sub: &WebhookSubscription,
     secrets: &[SecretToGenerate],
+    done: &mut Vec<Done>,
 ) -> Result<(), kube::Error> {
     for s in secrets {
         store_secret(client, sub, &s.name, &s.key, &s.value).await?;
+        done.push(Done::SecretGenerated(s.name.clone(), s.key.clone()));
     }
     Ok(())
 }

@@ -141,8 +141,13 @@ async fn converge(
         return Outcome::Held(wake);
     }
     // Act: signing secrets this pass generated are stored before anything uses them.
-    if let Err(e) = act::store_generated(&ctx.client, sub, &to_generate).await {
-        return failed(e.into(), inputs);
+    let mut done = Vec::new();
+    if let Err(e) = act::store_generated(&ctx.client, sub, &to_generate, &mut done).await {
+        return Outcome::Failed {
+            error: e.into(),
+            inputs,
+            done,
+        };
     }
 
     // Plan: what to read.
@@ -166,24 +171,21 @@ async fn converge(
     let observation = match observe::remote(api.as_ref(), lookup, &desired).await {
         Ok(None) => return Outcome::UpToDate,
         Ok(Some(observation)) => observation,
-        Err(error) => return failed(error, inputs),
+        Err(error) => return Outcome::Failed { error, inputs, done },
     };
     ctx.objects.update(pass.uid, |s| s.last_remote_check = Some(pass.now));
 
     // Plan: what to change; act: change it.
     let action = plan::decide(&facts, &desired, observation);
     let acted = act::run(&ctx.client, sub, api.as_ref(), &facts, &desired, action).await;
+    done.extend(acted.done);
     match acted.result {
         Ok(applied) => Outcome::Applied {
             applied,
             secret_hash,
-            done: acted.done,
+            done,
         },
-        Err(error) => Outcome::Failed {
-            error,
-            inputs,
-            done: acted.done,
-        },
+        Err(error) => Outcome::Failed { error, inputs, done },
     }
 }
 

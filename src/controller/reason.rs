@@ -70,8 +70,8 @@ reasons! {
     Adopted,
     /// The remote subscription disappeared outside the operator.
     RemoteDeleted,
-    /// A signing secret the provider generated was kept in a Secret.
-    SecretStored,
+    /// A signing secret was generated into a Secret owned by the subscription.
+    SecretGenerated,
     /// Deleted with deletionPolicy Orphan: the remote subscription is kept.
     Orphaned,
     /// The remote subscription was deleted.

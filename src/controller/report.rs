@@ -356,7 +356,7 @@ fn last_annotated(done: &[Done]) -> Option<OwnAnnotations> {
         | Done::Adopted(_)
         | Done::Updated(..)
         | Done::Renewed(..)
-        | Done::SecretStored(_) => None,
+        | Done::SecretGenerated(..) => None,
     })
 }
 
@@ -366,41 +366,42 @@ fn done_notes(provider: Option<ProviderType>, done: &[Done]) -> Vec<Note> {
     done.iter()
         .filter_map(|step| {
             Some(match step {
-            Done::RemoteGone(id) => Note::warning(
-                Reason::RemoteDeleted,
-                format!("{provider} subscription {id} was deleted outside the operator; creating a new one"),
-            ),
-            Done::Created(id) => Note::normal(Reason::Created, format!("created {provider} subscription {id}")),
-            Done::Adopted(id) => Note::normal(
-                Reason::Adopted,
-                format!("adopted existing {provider} subscription {id}"),
-            ),
-            Done::Updated(id, fields) => Note::normal(
-                Reason::Updated,
-                format!("updated {provider} subscription {id}: {}", field_names(fields)),
-            ),
-            Done::Renewed(id, reason) => match reason {
-                RenewReason::Rotation => Note::normal(
-                    Reason::Rotated,
-                    format!("renewed {provider} subscription {id} with the new token"),
+                Done::RemoteGone(id) => Note::warning(
+                    Reason::RemoteDeleted,
+                    format!("{provider} subscription {id} was deleted outside the operator; creating a new one"),
                 ),
-                RenewReason::Reactivate => Note::normal(
-                    Reason::Reactivated,
-                    format!("{provider} subscription {id} was INACTIVE; renewed it"),
+                Done::Created(id) => Note::normal(Reason::Created, format!("created {provider} subscription {id}")),
+                Done::Adopted(id) => Note::normal(
+                    Reason::Adopted,
+                    format!("adopted existing {provider} subscription {id}"),
                 ),
-                RenewReason::Requested => {
-                    Note::normal(Reason::Renewed, format!("renewed {provider} subscription {id} on request"))
-                }
-                RenewReason::Due => Note::normal(
-                    Reason::Renewed,
-                    format!("renewed {provider} subscription {id} before it expires"),
+                Done::Updated(id, fields) => Note::normal(
+                    Reason::Updated,
+                    format!("updated {provider} subscription {id}: {}", field_names(fields)),
                 ),
-            },
-            Done::Annotated(_) => return None,
-            Done::SecretStored(name) => Note::normal(
-                Reason::SecretStored,
-                format!("Vonage generated the signing secret; stored it in Secret {name}, key secret (set spec.vonage.signingSecret to manage it yourself)"),
-            ),
+                Done::Renewed(id, reason) => match reason {
+                    RenewReason::Rotation => Note::normal(
+                        Reason::Rotated,
+                        format!("renewed {provider} subscription {id} with the new token"),
+                    ),
+                    RenewReason::Reactivate => Note::normal(
+                        Reason::Reactivated,
+                        format!("{provider} subscription {id} was INACTIVE; renewed it"),
+                    ),
+                    RenewReason::Requested => Note::normal(
+                        Reason::Renewed,
+                        format!("renewed {provider} subscription {id} on request"),
+                    ),
+                    RenewReason::Due => Note::normal(
+                        Reason::Renewed,
+                        format!("renewed {provider} subscription {id} before it expires"),
+                    ),
+                },
+                Done::Annotated(_) => return None,
+                Done::SecretGenerated(name, key) => Note::normal(
+                    Reason::SecretGenerated,
+                    format!("generated a signing secret into Secret {name}, key {key} (owned by this subscription)"),
+                ),
             })
         })
         .collect()
@@ -679,7 +680,7 @@ mod tests {
         let done = vec![
             Done::RemoteGone("old".into()),
             Done::Created("id-1".into()),
-            Done::SecretStored("s-vonage-signing".into()),
+            Done::SecretGenerated("s-vonage-signing".into(), "secret".into()),
             Done::Adopted("id-1".into()),
             Done::Updated("id-1".into(), BTreeSet::from([Field::Endpoint, Field::Events])),
             Done::Renewed("id-1".into(), RenewReason::Rotation),
@@ -703,7 +704,7 @@ mod tests {
             vec![
                 Reason::RemoteDeleted,
                 Reason::Created,
-                Reason::SecretStored,
+                Reason::SecretGenerated,
                 Reason::Adopted,
                 Reason::Updated,
                 Reason::Rotated,

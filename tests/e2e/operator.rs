@@ -822,3 +822,51 @@ async fn a_create_whose_answer_was_lost_is_adopted_despite_a_lagging_cache() {
     assert!(reasons.contains(&"Adopted".to_string()), "{reasons:?}");
     assert!(!reasons.contains(&"AlreadyExists".to_string()), "{reasons:?}");
 }
+
+#[tokio::test]
+async fn a_vonage_signing_secret_is_generated_and_kept_before_the_create() {
+    let mut env = Env::start(Duration::from_secs(600)).await;
+    env.start_controller();
+    // The first create fails: the secret the operator generated must already be kept, and be the one the
+    // retry sends.
+    env.vonage.core.inject(
+        SimFault::on("/webhooks/subscriptions", SimFaultAction::Status(500, None))
+            .method(axum::http::Method::POST)
+            .times(1),
+    );
+    env.create_sub(Sub::vonage("unsigned", "/vonage/unsigned").without_signing_secret())
+        .await;
+    env.wait_ready("unsigned").await;
+    let kept = env
+        .secret_value("unsigned-vonage-signing", "secret")
+        .expect("kept in the generated Secret");
+    let posts: Vec<String> = env
+        .vonage
+        .core
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/subscriptions"))
+        .map(|r| r.body)
+        .collect();
+    assert_eq!(posts.len(), 2, "one failed create, one retry");
+    for body in &posts {
+        let sent: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(sent["secret"], json!(kept), "every create sends the kept secret");
+    }
+    assert_eq!(env.vonage.subscriptions().len(), 1);
+    assert_eq!(env.vonage.subscriptions()[0].secret, kept);
+    assert!(env.event_reasons("unsigned").contains(&"SecretGenerated".to_string()));
+
+    // The Secret is deleted: a new secret is generated and rotated in.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(env.client.clone(), NS);
+    secrets
+        .delete("unsigned-vonage-signing", &DeleteParams::default())
+        .await
+        .unwrap();
+    until("a new secret generated and sent", || {
+        env.secret_value("unsigned-vonage-signing", "secret")
+            .is_some_and(|s| s != kept && env.vonage.subscriptions()[0].secret == s)
+    })
+    .await;
+    assert_eq!(env.vonage.subscriptions().len(), 1);
+}

@@ -140,7 +140,7 @@ pub async fn desired(
 pub fn referenced_secrets(sub: &WebhookSubscription) -> Vec<String> {
     match subscription_block(&sub.spec) {
         Ok(SubscriptionBlock::Avaya(a)) => avaya::referenced_secrets(a),
-        Ok(SubscriptionBlock::Vonage(v)) => vonage::referenced_secrets(v),
+        Ok(SubscriptionBlock::Vonage(v)) => vonage::referenced_secrets(v, sub),
         Ok(SubscriptionBlock::Authvia(a)) => authvia::referenced_secrets(a),
         Err(_) => Vec::new(),
     }

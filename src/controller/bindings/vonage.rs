@@ -6,7 +6,7 @@ use std::sync::Arc;
 use kube::ResourceExt;
 
 use super::Rotation;
-use crate::api::{VonageProvider, VonageSubscription, WebhookSubscription};
+use crate::api::{SecretKeySelector, SigningSecretSource, VonageProvider, VonageSubscription, WebhookSubscription};
 use crate::controller::error::{ConfigError, ReconcileError};
 use crate::controller::observe::SecretReader;
 use crate::providers::vonage::{VonageClient, urls_for_region};
@@ -33,20 +33,18 @@ pub fn client(
     Ok(Arc::new(VonageClient::new(account(base, token))))
 }
 
-/// The name (default `<namespace>-<name>`), events, enabled and the signing secret.
+/// The name (default `<namespace>-<name>`), events, enabled and the signing secret. Without a
+/// `signingSecret`, the operator generates one into `<name>-vonage-signing` before the create: a secret
+/// Vonage generated would come back only once, in the create's answer, and be lost with it.
 pub async fn desired(
     v: &VonageSubscription,
     sub: &WebhookSubscription,
     reader: &mut SecretReader<'_>,
 ) -> Result<DesiredSpec, ReconcileError> {
-    let secret = match &v.signing_secret {
-        Some(source) => Some(
-            reader
-                .signing_secret(source, "spec.vonage.signingSecret", random_secret)
-                .await?,
-        ),
-        None => None,
-    };
+    let source = v.signing_secret.clone().unwrap_or_else(|| generated_source(sub));
+    let secret = reader
+        .signing_secret(&source, "spec.vonage.signingSecret", random_secret)
+        .await?;
     Ok(DesiredSpec::Vonage(VonageDesired {
         name: v
             .name
@@ -54,13 +52,27 @@ pub async fn desired(
             .unwrap_or_else(|| format!("{}-{}", sub.namespace().unwrap_or_default(), sub.name_any())),
         events: v.events.clone(),
         enabled: v.enabled,
-        secret,
+        secret: Some(secret),
     }))
 }
 
-/// The signing secret's Secret.
-pub fn referenced_secrets(v: &VonageSubscription) -> Vec<String> {
-    v.signing_secret.iter().map(|s| s.secret_key_ref.name.clone()).collect()
+/// Where the operator keeps the signing secret of a subscription that names none.
+fn generated_source(sub: &WebhookSubscription) -> SigningSecretSource {
+    SigningSecretSource {
+        secret_key_ref: SecretKeySelector {
+            name: generated_secret_name(sub),
+            key: GENERATED_SECRET_KEY.into(),
+        },
+        generate: true,
+    }
+}
+
+/// The signing secret's Secret (the generated one's when the spec names none).
+pub fn referenced_secrets(v: &VonageSubscription, sub: &WebhookSubscription) -> Vec<String> {
+    vec![match &v.signing_secret {
+        Some(s) => s.secret_key_ref.name.clone(),
+        None => generated_secret_name(sub),
+    }]
 }
 
 /// A new signing secret is sent by update.
@@ -73,8 +85,7 @@ pub fn rotation(v: &VonageDesired, rotated: bool, update: &mut BTreeSet<Field>) 
     }
 }
 
-/// Name of the Secret that keeps a secret Vonage generated (returned once, at create) when the spec
-/// names none.
+/// Name of the Secret that keeps the signing secret the operator generated when the spec names none.
 pub fn generated_secret_name(sub: &WebhookSubscription) -> String {
     format!("{}-vonage-signing", sub.name_any())
 }

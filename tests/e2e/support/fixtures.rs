@@ -225,6 +225,14 @@ impl Sub {
         self
     }
 
+    /// Without Vonage's signing secret (the operator generates one).
+    pub fn without_signing_secret(mut self) -> Self {
+        if let Some(v) = &mut self.0.spec.vonage {
+            v.signing_secret = None;
+        }
+        self
+    }
+
     /// Without Avaya's delivery token.
     pub fn without_auth_token(mut self) -> Self {
         if let Some(a) = &mut self.0.spec.avaya {
