@@ -15,7 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::bindings::{self, ProviderBlock};
 use super::error::{ConfigError, ReconcileError};
-use super::plan::{Lookup, Observation};
+use super::plan::{Lookup, Observation, Search};
 use crate::api::{
     AuthViaProvider, AvayaProvider, ClusterWebhookProvider, CredentialsSecretRef, ProviderKind, RateLimit,
     SecretKeySelector, SigningSecretSource, VonageProvider, WebhookProvider, WebhookSubscription,
@@ -333,7 +333,15 @@ pub async fn remote(
             Err(e) if e.is_not_found() => Some(Observation::Gone),
             Err(e) => return Err(e.into()),
         },
-        Lookup::Find(search) => Some(Observation::Matches(search, api.find_matches(desired).await?)),
+        Lookup::Find(search) => {
+            let mut matches = api.find_matches(desired).await?;
+            // "Our create did not happen" is only believed from two listings: a listing that shifts under
+            // concurrent deletes can skip an entry, and a create on a skipped entry would be a duplicate.
+            if search == Search::LeakRecovery && matches.is_empty() {
+                matches = api.find_matches(desired).await?;
+            }
+            Some(Observation::Matches(search, matches))
+        }
     })
 }
 

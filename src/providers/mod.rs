@@ -404,17 +404,20 @@ pub trait WebhookApi: Send + Sync + std::fmt::Debug {
 
     /// Remote subscriptions that match `desired` on the adoption fields.
     fn find_matches<'a>(&'a self, desired: &'a Desired) -> BoxFuture<'a, Result<Vec<Remote>>> {
-        Box::pin(async move {
-            let wanted = desired.comparable();
-            let keys = self.adoption_fields();
-            Ok(self
-                .list()
-                .await?
-                .into_iter()
-                .filter(|r| keys.iter().all(|k| r.fields.get(k) == wanted.get(k)))
-                .collect())
-        })
+        Box::pin(async move { Ok(matching(self.list().await?, self.adoption_fields(), desired)) })
     }
+}
+
+/// The subscriptions of a listing that match `desired` on `keys`, each id once: pages that shift while
+/// they are read can return the same subscription twice, which is not two candidates.
+pub fn matching(listed: Vec<Remote>, keys: &[Field], desired: &Desired) -> Vec<Remote> {
+    let wanted = desired.comparable();
+    let mut seen = std::collections::HashSet::new();
+    listed
+        .into_iter()
+        .filter(|r| keys.iter().all(|k| r.fields.get(k) == wanted.get(k)))
+        .filter(|r| seen.insert(r.id.clone()))
+        .collect()
 }
 
 /// The error for a subscription handed to the client of another provider.
@@ -469,5 +472,46 @@ impl std::fmt::Debug for AccountConfig {
             .field("requests_per_second", &self.requests_per_second)
             .field("burst", &self.burst)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vonage(name: &str) -> Desired {
+        Desired {
+            endpoint: "https://h.example.com/v".into(),
+            spec: DesiredSpec::Vonage(VonageDesired {
+                name: name.into(),
+                events: vec!["agent.*".into()],
+                enabled: true,
+                secret: None,
+            }),
+        }
+    }
+
+    fn listed(id: &str, desired: &Desired) -> Remote {
+        Remote {
+            id: id.into(),
+            state: RemoteState::Enabled,
+            expires_at: None,
+            fields: desired.comparable(),
+            generated_secret: None,
+        }
+    }
+
+    #[test]
+    fn a_subscription_listed_twice_is_one_match() {
+        let mine = vonage("mine");
+        let other = vonage("other");
+        let shifted = vec![
+            listed("a", &mine),
+            listed("b", &other),
+            listed("a", &mine),
+        ];
+        let found = matching(shifted, &[Field::Name], &mine);
+        assert_eq!(found.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["a"]);
+        assert!(matching(vec![listed("b", &other)], &[Field::Name], &mine).is_empty());
     }
 }
