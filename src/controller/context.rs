@@ -2,15 +2,17 @@
 //! recorder, and the little the controller remembers per object between passes.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
 use secrecy::SecretString;
 
 use super::accounts::ProviderRegistry;
+use super::claims::{ClaimIndex, LiveClaims, RecentClaims};
 use super::error::ReconcileError;
 use super::observe::{self, MANAGER, ProviderSettings};
 use super::plan::{Gate, OwnAnnotations};
@@ -118,7 +120,17 @@ pub struct Context {
     recorder: Recorder,
     /// Per-object state.
     pub objects: ObjectStates,
+    /// The subscriptions the controller watches (set when it starts).
+    subscriptions: OnceLock<Store<WebhookSubscription>>,
+    /// The claim index, rebuilt from `subscriptions` at most once per [`CLAIMS_FRESH_FOR`].
+    claims: Mutex<Option<(Instant, Arc<ClaimIndex>)>>,
+    /// Claims this process recorded, which the index may not show yet.
+    pub recent_claims: Arc<RecentClaims>,
 }
+
+/// How long a claim index is reused: rebuilding it is linear in the subscriptions, so it is rebuilt at
+/// most this often, never per pass.
+const CLAIMS_FRESH_FOR: Duration = Duration::from_secs(1);
 
 impl Context {
     /// A context on `client`.
@@ -133,7 +145,36 @@ impl Context {
             client,
             config,
             objects: ObjectStates::default(),
+            subscriptions: OnceLock::new(),
+            claims: Mutex::new(None),
+            recent_claims: Arc::default(),
         })
+    }
+
+    /// Gives the context the controller's view of every subscription (for claims).
+    pub fn watch_subscriptions(&self, store: Store<WebhookSubscription>) {
+        let _ = self.subscriptions.set(store);
+    }
+
+    /// Every claim of a remote id in the cluster: the cache's (at most [`CLAIMS_FRESH_FOR`] old) with
+    /// this process's recent ones over it.
+    pub fn claims(&self) -> LiveClaims {
+        let mut cached = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        let index = match cached.as_ref() {
+            Some((built, index)) if built.elapsed() < CLAIMS_FRESH_FOR => index.clone(),
+            _ => {
+                let index = Arc::new(match self.subscriptions.get() {
+                    Some(store) => ClaimIndex::build(store.state().iter().map(|s| &**s)),
+                    None => ClaimIndex::default(),
+                });
+                *cached = Some((Instant::now(), index.clone()));
+                index
+            }
+        };
+        LiveClaims {
+            index,
+            recent: self.recent_claims.clone(),
+        }
     }
 
     /// The account's client, with the fingerprint of the credentials it was built from.

@@ -76,6 +76,9 @@ fn kube_message(e: &kube::Error) -> String {
     }
 }
 
+/// How often a subscription blocked by another's claim looks again.
+pub const CLAIM_RECHECK: Duration = Duration::from_secs(300);
+
 /// How to retry after an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Retry {
@@ -160,6 +163,11 @@ impl ReconcileError {
     /// When to try again.
     pub fn retry(&self) -> Retry {
         match self {
+            // The other resource may go away without this one changing: look again now and then.
+            ReconcileError::Blocked {
+                reason: Reason::AlreadyClaimed,
+                ..
+            } => Retry::After(CLAIM_RECHECK),
             ReconcileError::Config(_) | ReconcileError::Blocked { .. } => Retry::OnChange,
             ReconcileError::Provider(p) => match p.kind {
                 ErrorKind::Invalid | ErrorKind::Unsupported => Retry::OnChange,

@@ -18,6 +18,7 @@
 pub mod accounts;
 pub mod act;
 pub mod bindings;
+pub mod claims;
 pub mod context;
 pub mod error;
 pub mod leader;
@@ -162,7 +163,17 @@ async fn converge(
         secret_hash: secret_hash.clone(),
         last_remote_check: state.last_remote_check,
         drift_interval: pass.drift_interval,
+        me: claims::claimant(sub, false),
+        claims: Arc::new(ctx.claims()),
     };
+    // Plan: a remote id another subscription holds is never touched.
+    if let Some((reason, message)) = plan::check_claim(&facts) {
+        return Outcome::Failed {
+            error: ReconcileError::Blocked { reason, message },
+            inputs,
+            done,
+        };
+    }
     let lookup = plan::lookup(&facts);
     if let plan::Lookup::Get(_) = &lookup {
         tracing::debug!(subscription = %sub.name_any(), reason = facts.remote_check_reason(), "reading the remote subscription");
@@ -222,6 +233,10 @@ async fn record(
     ctx.publish(sub, events).await;
     if let Some(next) = status_write {
         act::write_status(&ctx.client, sub, &next).await?;
+        if let (Some(id), Ok(block)) = (&next.subscription_id, bindings::subscription_block(&sub.spec)) {
+            ctx.recent_claims
+                .record(block.provider_type(), id, claims::claimant(sub, true));
+        }
         ctx.objects.update(&uid, |s| s.written = Some(next));
     }
     Ok(match wake {
@@ -257,6 +272,7 @@ async fn cleanup(sub: &WebhookSubscription, ctx: &Context) -> Result<Requeue, Re
     let uid = uid_of(sub);
     let state = ctx.objects.get(&uid);
     ctx.objects.forget(&uid);
+    ctx.recent_claims.forget(&uid);
     // A lagging cache must not hide the id or the pending create this process just wrote.
     let annotations = plan::trust_own_writes(
         Annotations::parse(sub.annotations()),
@@ -274,7 +290,8 @@ async fn cleanup(sub: &WebhookSubscription, ctx: &Context) -> Result<Requeue, Re
     result.map(|()| Requeue::await_change())
 }
 
-/// Deletes the remote subscription, or the single match of a leaked create.
+/// Deletes the remote subscription, or the single match of a leaked create; never one that another
+/// subscription holds.
 async fn delete_remote(
     sub: &WebhookSubscription,
     ctx: &Context,
@@ -284,6 +301,17 @@ async fn delete_remote(
         Deletion::Delete(id) => Some(id.clone()),
         Deletion::FindLeak | Deletion::Orphan(_) | Deletion::Release => None,
     };
+    let claims = ctx.claims();
+    let provider = bindings::subscription_block(&sub.spec).map(|b| b.provider_type());
+    if let (Some(id), Ok(provider)) = (&known_id, provider) {
+        let recorded = sub.status.as_ref().and_then(|s| s.subscription_id.as_deref()) == Some(id.as_str());
+        if let Some(holder) = plan::deletion_holder(&claims, provider, id, &claims::claimant(sub, recorded)) {
+            return Ok(Cleanup::Claimed {
+                id: id.clone(),
+                holder: holder.display(),
+            });
+        }
+    }
     let connected = async {
         let settings = observe::resolve_provider(&ctx.client, sub, &ctx.config.operator_namespace).await?;
         let (api, _) = ctx.connect(&settings).await?;
@@ -305,7 +333,8 @@ async fn delete_remote(
         Some(id) => id,
         None => {
             let (desired, _) = observe::desired(&ctx.client, sub, api.provider(), &settings.display).await?;
-            match plan::leaked(&api.find_matches(&desired).await?) {
+            let matches = api.find_matches(&desired).await?;
+            match plan::leaked(&matches, &claims, api.provider(), &uid_of(sub)) {
                 Leak::Delete(id) => id,
                 other @ (Leak::None | Leak::Ambiguous(_)) => return Ok(Cleanup::LeakSearched(other)),
             }

@@ -3,11 +3,13 @@
 //! branch is unit-tested; `act` carries the decisions out.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
 use super::bindings::{self, Rotation};
+use super::claims::{Claimant, Claims};
 use super::reason::Reason;
 use crate::api::{
     AdoptionPolicy, Annotations, DeletionPolicy, RenewalPolicy, WebhookSubscriptionStatus, condition, find_condition,
@@ -38,8 +40,26 @@ pub struct Facts {
     pub last_remote_check: Option<Timestamp>,
     /// Drift check interval (flag, or the object's annotation).
     pub drift_interval: Duration,
+    /// This subscription as a claimant of remote ids (`recorded` is set per id).
+    pub me: Claimant,
+    /// Every claim in the cluster.
+    pub claims: Arc<dyn Claims>,
 }
+
 impl Facts {
+    /// This subscription as a claimant of `id`.
+    fn claimant_for(&self, id: &str) -> Claimant {
+        Claimant {
+            recorded: self.status.subscription_id.as_deref() == Some(id),
+            ..self.me.clone()
+        }
+    }
+
+    /// Whether another subscription names `id` (then it is not this one's to adopt).
+    fn claimed_by_other(&self, id: &str) -> Option<Claimant> {
+        self.claims.other(self.provider, id, &self.me.uid)
+    }
+
     /// The remote id: the annotation (durable, or set by a user to import) before status.
     pub fn known_id(&self) -> Option<&str> {
         self.annotations
@@ -116,6 +136,22 @@ pub enum Lookup {
     Get(String),
     /// List the account and match on the adoption fields.
     Find(Search),
+}
+
+/// Refuses to act on a remote id that another subscription holds: no call is made for it, whatever the
+/// pass would otherwise do.
+pub fn check_claim(facts: &Facts) -> Option<(Reason, String)> {
+    let id = facts.known_id()?;
+    let holder = facts
+        .claims
+        .holder_against(facts.provider, id, &facts.claimant_for(id))?;
+    Some((
+        Reason::AlreadyClaimed,
+        format!(
+            "remote subscription {id} is claimed by WebhookSubscription {}; this resource never touches it. Remove the webhook-operator.dev/external-id annotation (a copied one) to get a subscription of its own, or delete the other resource first to move the subscription here",
+            holder.display()
+        ),
+    ))
 }
 
 /// Decides what to read.
@@ -199,31 +235,48 @@ fn ids(remotes: &[Remote]) -> String {
 pub fn decide(facts: &Facts, desired: &Desired, observation: Observation) -> Action {
     match observation {
         Observation::Gone => Action::Recreate(facts.known_id().unwrap_or_default().to_string()),
-        Observation::Matches(search, mut matches) => match (search, facts.adoption, matches.len()) {
-            (_, _, n) if n > 1 => Action::Blocked {
-                reason: Reason::AdoptionAmbiguous,
-                message: format!(
-                    "{n} remote subscriptions match this one ({}); set the webhook-operator.dev/external-id annotation to the one to keep",
-                    ids(&matches)
-                ),
-            },
-            // A create of ours may have succeeded before its id was recorded: take the single match.
-            (Search::LeakRecovery, _, 1) => adopt(facts, desired, matches.remove(0)),
-            (Search::LeakRecovery, _, _) => Action::Create,
-            (Search::BeforeCreate, AdoptionPolicy::None, 1) => Action::Blocked {
-                reason: Reason::AlreadyExists,
-                message: format!(
-                    "remote subscription {} already matches this one and adoptionPolicy is None; set spec.adoptionPolicy to Adopt or AdoptOrCreate to take it over, or change the spec",
-                    matches[0].id
-                ),
-            },
-            (Search::BeforeCreate, AdoptionPolicy::Adopt, 0) => Action::Blocked {
-                reason: Reason::NotFound,
-                message: "adoptionPolicy is Adopt but no remote subscription matches; create one at the provider, set the webhook-operator.dev/external-id annotation, or use AdoptOrCreate".into(),
-            },
-            (Search::BeforeCreate, _, 1) => adopt(facts, desired, matches.remove(0)),
-            (Search::BeforeCreate, _, _) => Action::Create,
-        },
+        Observation::Matches(search, matches) => {
+            // Matches another subscription names are its own, never candidates for this one.
+            let (mut matches, claimed): (Vec<Remote>, Vec<Remote>) = matches
+                .into_iter()
+                .partition(|m| facts.claimed_by_other(&m.id).is_none());
+            match (search, facts.adoption, matches.len()) {
+                (_, _, n) if n > 1 => Action::Blocked {
+                    reason: Reason::AdoptionAmbiguous,
+                    message: format!(
+                        "{n} remote subscriptions match this one ({}); set the webhook-operator.dev/external-id annotation to the one to keep",
+                        ids(&matches)
+                    ),
+                },
+                // A create of ours may have succeeded before its id was recorded: take the single match.
+                (Search::LeakRecovery, _, 1) => adopt(facts, desired, matches.remove(0)),
+                (Search::LeakRecovery, _, _) => Action::Create,
+                (Search::BeforeCreate, _, 0) if !claimed.is_empty() => {
+                    let taken = &claimed[0];
+                    let holder = facts.claimed_by_other(&taken.id).map(|c| c.display()).unwrap_or_default();
+                    Action::Blocked {
+                        reason: Reason::AlreadyClaimed,
+                        message: format!(
+                            "remote subscription {} matches this one and is claimed by WebhookSubscription {holder}; change the spec so that it does not match (for Vonage, spec.vonage.name), or delete the other resource first",
+                            taken.id
+                        ),
+                    }
+                }
+                (Search::BeforeCreate, AdoptionPolicy::None, 1) => Action::Blocked {
+                    reason: Reason::AlreadyExists,
+                    message: format!(
+                        "remote subscription {} already matches this one and adoptionPolicy is None; set spec.adoptionPolicy to Adopt or AdoptOrCreate to take it over, or change the spec",
+                        matches[0].id
+                    ),
+                },
+                (Search::BeforeCreate, AdoptionPolicy::Adopt, 0) => Action::Blocked {
+                    reason: Reason::NotFound,
+                    message: "adoptionPolicy is Adopt but no remote subscription matches; create one at the provider, set the webhook-operator.dev/external-id annotation, or use AdoptOrCreate".into(),
+                },
+                (Search::BeforeCreate, _, 1) => adopt(facts, desired, matches.remove(0)),
+                (Search::BeforeCreate, _, _) => Action::Create,
+            }
+        }
         Observation::Found(remote) => converge(facts, desired, remote),
     }
 }
@@ -396,6 +449,12 @@ pub enum Deletion {
     FindLeak,
 }
 
+/// The other subscription that holds `id` against the one being deleted (then the remote subscription is
+/// not deleted with it).
+pub fn deletion_holder(claims: &dyn Claims, provider: ProviderType, id: &str, me: &Claimant) -> Option<Claimant> {
+    claims.holder_against(provider, id, me)
+}
+
 /// Decides what deleting means.
 pub fn deletion(
     policy: DeletionPolicy,
@@ -425,9 +484,13 @@ pub enum Leak {
     Ambiguous(usize),
 }
 
-/// Decides which leaked subscription to delete.
-pub fn leaked(matches: &[Remote]) -> Leak {
-    match matches {
+/// Decides which leaked subscription to delete (matches another subscription names are not ours).
+pub fn leaked(matches: &[Remote], claims: &dyn Claims, provider: ProviderType, me: &str) -> Leak {
+    let ours: Vec<&Remote> = matches
+        .iter()
+        .filter(|m| claims.other(provider, &m.id, me).is_none())
+        .collect();
+    match ours.as_slice() {
         [only] => Leak::Delete(only.id.clone()),
         [] => Leak::None,
         many => Leak::Ambiguous(many.len()),
@@ -437,6 +500,7 @@ pub fn leaked(matches: &[Remote]) -> Leak {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::claims::{ClaimIndex, Claimant};
     use crate::providers::{AvayaDesired, DesiredSpec, RemoteState, VonageDesired, fingerprint};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
     use secrecy::SecretString;
@@ -479,7 +543,28 @@ mod tests {
             secret_hash: Some(fingerprint(&SecretString::from("tok"))),
             last_remote_check: Some(ts("2026-01-01T11:59:00Z")),
             drift_interval: Duration::from_secs(600),
+            me: claimant("uid-1", "2026-01-01T00:00:00Z"),
+            claims: Arc::new(ClaimIndex::default()),
         }
+    }
+
+    fn claimant(uid: &str, created: &str) -> Claimant {
+        Claimant {
+            uid: uid.into(),
+            namespace: "team".into(),
+            name: uid.into(),
+            created: Some(ts(created)),
+            recorded: false,
+        }
+    }
+
+    /// An index where `uid-2` (older, with the id recorded in its status when `recorded`) names `id`.
+    fn claimed(id: &str, recorded: bool) -> Arc<dyn Claims> {
+        let other = Claimant {
+            recorded,
+            ..claimant("uid-2", "2025-06-01T00:00:00Z")
+        };
+        Arc::new(ClaimIndex::from_claims([(ProviderType::Avaya, id.to_string(), other)]))
     }
 
     fn avaya(token: &str) -> Desired {
@@ -899,12 +984,75 @@ mod tests {
         assert_eq!(deletion(Orphan, &pending, None), Deletion::Orphan(None));
 
         let d = avaya("tok");
-        assert_eq!(leaked(&[]), Leak::None);
-        assert_eq!(leaked(&[remote_for(&d, "ACTIVE")]), Leak::Delete("id-1".into()));
+        let none = ClaimIndex::default();
+        let leaked_of = |m: &[Remote], claims: &dyn Claims| leaked(m, claims, ProviderType::Avaya, "uid-1");
+        assert_eq!(leaked_of(&[], &none), Leak::None);
         assert_eq!(
-            leaked(&[remote_for(&d, "ACTIVE"), remote_for(&d, "ACTIVE")]),
+            leaked_of(&[remote_for(&d, "ACTIVE")], &none),
+            Leak::Delete("id-1".into())
+        );
+        assert_eq!(
+            leaked_of(&[remote_for(&d, "ACTIVE"), remote_for(&d, "ACTIVE")], &none),
             Leak::Ambiguous(2)
         );
+        // Another subscription's remote one is never taken for our leak.
+        assert_eq!(
+            leaked_of(&[remote_for(&d, "ACTIVE")], &*claimed("id-1", false)),
+            Leak::None
+        );
+    }
+
+    #[test]
+    fn a_remote_id_another_subscription_holds_is_never_touched() {
+        // A copy carrying the holder's external-id: blocked before any call.
+        let mut copy = facts();
+        copy.status.subscription_id = None;
+        copy.claims = claimed("id-1", true);
+        let (reason, message) = check_claim(&copy).expect("blocked");
+        assert_eq!(reason, Reason::AlreadyClaimed);
+        assert!(
+            message.contains("claimed by WebhookSubscription team/uid-2"),
+            "{message}"
+        );
+        // The holder itself is not blocked by a weaker copy.
+        let mut holder = facts();
+        holder.claims = Arc::new(ClaimIndex::from_claims([(
+            ProviderType::Avaya,
+            "id-1".to_string(),
+            claimant("uid-9", "2024-01-01T00:00:00Z"),
+        )]));
+        assert_eq!(check_claim(&holder), None, "recorded beats older-but-unrecorded");
+        assert_eq!(check_claim(&facts()), None);
+    }
+
+    #[test]
+    fn claimed_matches_are_neither_adopted_nor_advised() {
+        let d = avaya("tok");
+        let mut f = without_id();
+        f.claims = claimed("id-1", true);
+        let only_claimed = vec![remote_for(&d, "ACTIVE")];
+        for policy in [
+            AdoptionPolicy::None,
+            AdoptionPolicy::Adopt,
+            AdoptionPolicy::AdoptOrCreate,
+        ] {
+            f.adoption = policy;
+            match decide(&f, &d, Observation::Matches(Search::BeforeCreate, only_claimed.clone())) {
+                Action::Blocked { reason, message } => {
+                    assert_eq!(reason, Reason::AlreadyClaimed, "{policy:?}");
+                    assert!(
+                        !message.contains("adoptionPolicy"),
+                        "never advise adopting it: {message}"
+                    );
+                }
+                other => panic!("{policy:?}: {other:?}"),
+            }
+        }
+        // Leak recovery: someone else's is not our leak; create ours.
+        assert!(matches!(
+            decide(&f, &d, Observation::Matches(Search::LeakRecovery, only_claimed)),
+            Action::Create
+        ));
     }
 
     #[test]

@@ -44,6 +44,8 @@ reasons! {
     NotFound,
     /// Several remote subscriptions match.
     AdoptionAmbiguous,
+    /// Another WebhookSubscription holds the remote subscription.
+    AlreadyClaimed,
     // Synced of a subscription.
     /// The provider matches the spec.
     ReconcileSuccess,

@@ -437,6 +437,13 @@ pub enum Cleanup {
         /// Why.
         error: ConfigError,
     },
+    /// Another subscription holds the remote subscription: it is not deleted.
+    Claimed {
+        /// The remote id.
+        id: String,
+        /// `namespace/name` of the holder.
+        holder: String,
+    },
     /// The leak search found this.
     LeakSearched(Leak),
     /// The provider answered the delete of `id`.
@@ -465,6 +472,13 @@ pub fn cleanup(outcome: Cleanup) -> (Vec<Note>, Result<(), ReconcileError>) {
             Ok(()),
         ),
         Cleanup::Released | Cleanup::LeakSearched(Leak::None) => (Vec::new(), Ok(())),
+        Cleanup::Claimed { id, holder } => (
+            vec![Note::warning(
+                Reason::AlreadyClaimed,
+                format!("remote subscription {id} is claimed by WebhookSubscription {holder}; it was not deleted"),
+            )],
+            Ok(()),
+        ),
         // Deleting the single match is decided by the caller's plan; reaching here means nothing to do.
         Cleanup::LeakSearched(Leak::Delete(_)) => (Vec::new(), Ok(())),
         Cleanup::LeakSearched(Leak::Ambiguous(n)) => (
@@ -827,7 +841,9 @@ mod tests {
             Reason::Unavailable | Reason::ReconcileError => failed(provider_error(ErrorKind::Transient)),
             Reason::InvalidSpec => failed(ConfigError::spec("Secret default/x does not exist").into()),
             Reason::ProviderNotReady => failed(ConfigError::provider("WebhookProvider \"p\" does not exist").into()),
-            Reason::AlreadyExists | Reason::NotFound | Reason::AdoptionAmbiguous => blocked(reason),
+            Reason::AlreadyExists | Reason::NotFound | Reason::AdoptionAmbiguous | Reason::AlreadyClaimed => {
+                blocked(reason)
+            }
             Reason::RateLimited => failed(provider_error(ErrorKind::RateLimited)),
             Reason::Unauthorized => failed(provider_error(ErrorKind::Unauthorized)),
             Reason::ReconcilePaused => Outcome::Paused,

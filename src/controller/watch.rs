@@ -46,6 +46,7 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
     let wc = watcher::Config::default();
     let controller = Controller::new(Api::<WebhookSubscription>::all(client.clone()), wc.clone());
     let store = controller.store();
+    ctx.watch_subscriptions(store.clone());
     let provider_controller = Controller::new(Api::<WebhookProvider>::all(client.clone()), wc.clone());
     let cluster_provider_controller = Controller::new(Api::<ClusterWebhookProvider>::all(client.clone()), wc.clone());
     let (provider_store, cluster_provider_store) = (provider_controller.store(), cluster_provider_controller.store());

@@ -505,11 +505,7 @@ mod tests {
     fn a_subscription_listed_twice_is_one_match() {
         let mine = vonage("mine");
         let other = vonage("other");
-        let shifted = vec![
-            listed("a", &mine),
-            listed("b", &other),
-            listed("a", &mine),
-        ];
+        let shifted = vec![listed("a", &mine), listed("b", &other), listed("a", &mine)];
         let found = matching(shifted, &[Field::Name], &mine);
         assert_eq!(found.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["a"]);
         assert!(matching(vec![listed("b", &other)], &[Field::Name], &mine).is_empty());

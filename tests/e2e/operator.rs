@@ -870,3 +870,56 @@ async fn a_vonage_signing_secret_is_generated_and_kept_before_the_create() {
     .await;
     assert_eq!(env.vonage.subscriptions().len(), 1);
 }
+
+#[tokio::test]
+async fn a_copied_external_id_never_takes_over_another_namespaces_subscription() {
+    let mut env = Env::start(Duration::from_secs(600)).await;
+    env.tenant("team-b");
+    env.start_controller();
+    let victim = env.create_sub(Sub::vonage("victim", "/vonage/victim")).await;
+    let id = env.wait_ready("victim").await.status.unwrap().subscription_id.unwrap();
+    // Another tenant, on the same account, copies the victim's external-id.
+    env.create_sub(
+        Sub::vonage("copy", "/vonage/evil")
+            .namespace("team-b")
+            .annotate(annotation::EXTERNAL_ID, &id),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    eprintln!(
+        "COPY: {:#?}",
+        env.get_sub_in("team-b", "copy")
+            .map(|s| (s.metadata.annotations, s.status))
+    );
+    until("the copy refused with AlreadyClaimed", || {
+        env.get_sub_in("team-b", "copy")
+            .and_then(|s| condition(&s, "Ready"))
+            .is_some_and(|c| c.0 == "False" && c.1 == "AlreadyClaimed")
+    })
+    .await;
+    let copy = env.get_sub_in("team-b", "copy").unwrap();
+    let message = condition(&copy, "Ready").unwrap().2;
+    assert!(
+        message.contains("claimed by WebhookSubscription default/victim"),
+        "{message}"
+    );
+    let remote = env.vonage.subscription(&id).unwrap();
+    assert_eq!(remote.url, "https://hooks.example.com/vonage/victim", "never rewritten");
+    assert_eq!(env.vonage.subscriptions().len(), 1);
+    let ready = env.get_sub("victim").unwrap();
+    assert_eq!(condition(&ready, "Ready").unwrap().1, "Available");
+    assert_eq!(ready.uid(), victim.uid());
+
+    // Deleting the copy does not delete the victim's remote subscription.
+    let copies: Api<WebhookSubscription> = Api::namespaced(env.client.clone(), "team-b");
+    copies.delete("copy", &DeleteParams::default()).await.unwrap();
+    until("the copy is gone", || env.get_sub_in("team-b", "copy").is_none()).await;
+    assert!(
+        env.vonage.subscription(&id).is_some(),
+        "the victim's remote subscription survives"
+    );
+    assert_eq!(
+        condition(&env.get_sub("victim").unwrap(), "Ready").unwrap().1,
+        "Available"
+    );
+}

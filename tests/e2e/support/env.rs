@@ -77,41 +77,57 @@ impl Env {
             "",
             json!({"metadata": {"name": "webhook-operator"}}),
         );
-        for (name, id, secret) in [
-            ("avaya-credentials", AVAYA_ID, AVAYA_SECRET),
-            ("vonage-credentials", VONAGE_ID, VONAGE_SECRET),
-            ("authvia-credentials", AUTHVIA_ID, AUTHVIA_KEY),
-        ] {
-            env.secret(NS, name, &[("clientId", id), ("clientSecret", secret)]);
-        }
         env.secret(
             "webhook-operator",
             "vonage-credentials",
             &[("clientId", VONAGE_ID), ("clientSecret", VONAGE_SECRET)],
         );
+        env.tenant(NS);
+        env
+    }
+
+    /// A tenant namespace (created unless it is the default one) with the three providers' credentials and
+    /// a WebhookProvider per simulator, all on the same provider accounts.
+    pub fn tenant(&self, ns: &str) {
+        if ns != NS {
+            self.put("", "v1", "namespaces", "", json!({"metadata": {"name": ns}}));
+        }
+        for (name, id, secret) in [
+            ("avaya-credentials", AVAYA_ID, AVAYA_SECRET),
+            ("vonage-credentials", VONAGE_ID, VONAGE_SECRET),
+            ("authvia-credentials", AUTHVIA_ID, AUTHVIA_KEY),
+        ] {
+            self.secret(ns, name, &[("clientId", id), ("clientSecret", secret)]);
+        }
         let blocks = [
             (
                 "avaya",
-                json!({"avaya": {"baseUrl": env.avaya.base_url(), "tokenUrl": env.avaya.token_url()}}),
+                json!({"avaya": {"baseUrl": self.avaya.base_url(), "tokenUrl": self.avaya.token_url()}}),
             ),
             (
                 "vonage",
-                json!({"vonage": {"baseUrl": env.vonage.base_url(), "tokenUrl": env.vonage.token_url()}}),
+                json!({"vonage": {"baseUrl": self.vonage.base_url(), "tokenUrl": self.vonage.token_url()}}),
             ),
             (
                 "authvia",
-                json!({"authvia": {"accountId": AUTHVIA_ACCOUNT, "baseUrl": env.authvia.base_url()}}),
+                json!({"authvia": {"accountId": AUTHVIA_ACCOUNT, "baseUrl": self.authvia.base_url()}}),
             ),
         ];
         for (name, mut spec) in blocks {
             spec["credentialsSecretRef"] = json!({"name": format!("{name}-credentials")});
             let provider = json!({
                 "apiVersion": "webhook-operator.dev/v1alpha1", "kind": "WebhookProvider",
-                "metadata": {"name": name, "namespace": NS}, "spec": spec
+                "metadata": {"name": name, "namespace": ns}, "spec": spec
             });
-            env.put(GROUP, "v1alpha1", "webhookproviders", NS, provider);
+            self.put(GROUP, "v1alpha1", "webhookproviders", ns, provider);
         }
-        env
+    }
+
+    /// A subscription in any namespace, straight from the store.
+    pub fn get_sub_in(&self, ns: &str, name: &str) -> Option<WebhookSubscription> {
+        self.emu
+            .get(GROUP, "v1alpha1", "webhooksubscriptions", ns, name)
+            .map(|v| serde_json::from_value(v).unwrap())
     }
 
     /// Writes an object straight into the store (not through HTTP: no fault rule sees it).
@@ -170,7 +186,10 @@ impl Env {
     }
 
     pub async fn create_sub(&self, sub: impl Into<WebhookSubscription>) -> WebhookSubscription {
-        self.subs().create(&PostParams::default(), &sub.into()).await.unwrap()
+        let sub = sub.into();
+        let api: Api<WebhookSubscription> =
+            Api::namespaced(self.client.clone(), sub.metadata.namespace.as_deref().unwrap_or(NS));
+        api.create(&PostParams::default(), &sub).await.unwrap()
     }
 
     pub fn get_sub(&self, name: &str) -> Option<WebhookSubscription> {

@@ -1,0 +1,344 @@
+//! One claimant per remote subscription. Several `WebhookSubscription`s can name the same remote id (a
+//! copied `external-id` annotation, by mistake or on purpose); exactly one of them may act on it, in any
+//! namespace. The others get `AlreadyClaimed` and never call the provider for it.
+//!
+//! Who holds a claim: a subscription whose status (written only by the operator) records the id beats one
+//! that merely carries the annotation (a fresh copy, or an old object re-pointed at someone else's id);
+//! then the older object; then namespace and name, so that every replica decides alike.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use kube::ResourceExt;
+
+use super::bindings;
+use crate::api::{Annotations, WebhookSubscription};
+use crate::providers::ProviderType;
+
+/// A subscription that names a remote id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claimant {
+    /// `metadata.uid`.
+    pub uid: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// `metadata.creationTimestamp`.
+    pub created: Option<Timestamp>,
+    /// Whether its status records the id (the operator created, adopted or imported it for this one).
+    pub recorded: bool,
+}
+
+impl Claimant {
+    /// Lower is stronger.
+    fn rank(&self) -> (bool, Timestamp, &str, &str) {
+        (
+            !self.recorded,
+            self.created.unwrap_or(Timestamp::MAX),
+            &self.namespace,
+            &self.name,
+        )
+    }
+
+    /// Whether this claimant holds the id against `other`.
+    pub fn beats(&self, other: &Claimant) -> bool {
+        self.rank() < other.rank()
+    }
+
+    /// `namespace/name`, as messages name it.
+    pub fn display(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The claim a subscription makes: its provider type, the id it acts on (the `external-id` annotation,
+/// else its status), and itself as the claimant. `annotations` are the ones the pass acts on.
+pub fn claim_of(sub: &WebhookSubscription, annotations: &Annotations) -> Option<(ProviderType, String, Claimant)> {
+    let provider = bindings::subscription_block(&sub.spec).ok()?.provider_type();
+    let recorded = sub.status.as_ref().and_then(|s| s.subscription_id.clone());
+    let id = annotations.external_id.clone().or_else(|| recorded.clone())?;
+    Some((
+        provider,
+        id.clone(),
+        claimant(sub, recorded.as_deref() == Some(id.as_str())),
+    ))
+}
+
+/// `sub` as a claimant.
+pub fn claimant(sub: &WebhookSubscription, recorded: bool) -> Claimant {
+    Claimant {
+        uid: sub.uid().unwrap_or_default(),
+        namespace: sub.namespace().unwrap_or_default(),
+        name: sub.name_any(),
+        created: sub.creation_timestamp().map(|t| t.0),
+        recorded,
+    }
+}
+
+/// Every claim in the cluster, by provider type and remote id.
+#[derive(Debug, Default)]
+pub struct ClaimIndex {
+    by_id: HashMap<(ProviderType, String), Vec<Claimant>>,
+}
+
+impl ClaimIndex {
+    /// The claims of these subscriptions (objects being deleted still hold theirs until they are gone).
+    pub fn build<'a>(subs: impl IntoIterator<Item = &'a WebhookSubscription>) -> Self {
+        ClaimIndex::from_claims(
+            subs.into_iter()
+                .filter_map(|sub| claim_of(sub, &Annotations::parse(sub.annotations()))),
+        )
+    }
+
+    /// An index of these claims.
+    pub fn from_claims(claims: impl IntoIterator<Item = (ProviderType, String, Claimant)>) -> Self {
+        let mut index = ClaimIndex::default();
+        for (provider, id, claimant) in claims {
+            index.by_id.entry((provider, id)).or_default().push(claimant);
+        }
+        index
+    }
+
+    /// How many ids are claimed.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
+/// Who names which remote id.
+pub trait Claims: Send + Sync + std::fmt::Debug {
+    /// Every subscription other than `me` (a uid) that names `id`.
+    fn others(&self, provider: ProviderType, id: &str, me: &str) -> Vec<Claimant>;
+
+    /// The strongest other subscription that names `id`, whether or not it beats `me`.
+    fn other(&self, provider: ProviderType, id: &str, me: &str) -> Option<Claimant> {
+        self.others(provider, id, me)
+            .into_iter()
+            .min_by(|a, b| a.rank().cmp(&b.rank()))
+    }
+
+    /// The other subscription that holds `id` against `me`, if one does.
+    fn holder_against(&self, provider: ProviderType, id: &str, me: &Claimant) -> Option<Claimant> {
+        self.other(provider, id, &me.uid).filter(|other| other.beats(me))
+    }
+}
+
+impl Claims for ClaimIndex {
+    fn others(&self, provider: ProviderType, id: &str, me: &str) -> Vec<Claimant> {
+        self.by_id
+            .get(&(provider, id.to_string()))
+            .into_iter()
+            .flatten()
+            .filter(|c| c.uid != me)
+            .cloned()
+            .collect()
+    }
+}
+
+/// How long a claim this process recorded is remembered apart from the watch cache: the cache-built
+/// index is rebuilt every second, and the cache itself may lag the operator's own writes.
+const RECENT_FOR: Duration = Duration::from_secs(60);
+
+/// Claims this process recorded lately (a status that names an id), which the cache-built index may not
+/// show yet: without them a copy made right after the original became Ready would slip through.
+#[derive(Debug, Default)]
+pub struct RecentClaims {
+    by_uid: Mutex<HashMap<String, (Instant, ProviderType, String, Claimant)>>,
+}
+
+impl RecentClaims {
+    /// Records that `claimant` now holds `id`, replacing its earlier claim.
+    pub fn record(&self, provider: ProviderType, id: &str, claimant: Claimant) {
+        let mut by_uid = self.by_uid.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        by_uid.retain(|_, (at, ..)| now.duration_since(*at) < RECENT_FOR);
+        by_uid.insert(claimant.uid.clone(), (now, provider, id.to_string(), claimant));
+    }
+
+    /// Forgets a deleted subscription's claim.
+    pub fn forget(&self, uid: &str) {
+        self.by_uid.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+    }
+
+    /// How many are remembered.
+    pub fn len(&self) -> usize {
+        self.by_uid.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The cache-built index with this process's recent claims over it (a recent claim replaces what the
+/// index says of the same subscription).
+#[derive(Debug, Clone)]
+pub struct LiveClaims {
+    /// Built from the watch cache.
+    pub index: Arc<ClaimIndex>,
+    /// Recorded by this process.
+    pub recent: Arc<RecentClaims>,
+}
+
+impl Claims for LiveClaims {
+    fn others(&self, provider: ProviderType, id: &str, me: &str) -> Vec<Claimant> {
+        let recent = self.recent.by_uid.lock().unwrap_or_else(|e| e.into_inner());
+        let mut others: Vec<Claimant> = self
+            .index
+            .others(provider, id, me)
+            .into_iter()
+            .filter(|c| !recent.contains_key(&c.uid))
+            .collect();
+        others.extend(
+            recent
+                .values()
+                .filter(|(at, p, i, c)| at.elapsed() < RECENT_FOR && *p == provider && i == id && c.uid != me)
+                .map(|(.., c)| c.clone()),
+        );
+        others
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sub(
+        ns: &str,
+        name: &str,
+        uid: &str,
+        created: &str,
+        annotation: Option<&str>,
+        status: Option<&str>,
+    ) -> WebhookSubscription {
+        let mut object = json!({
+            "apiVersion": "webhook-operator.dev/v1alpha1", "kind": "WebhookSubscription",
+            "metadata": {"name": name, "namespace": ns, "uid": uid, "creationTimestamp": created},
+            "spec": {"providerRef": {"name": "p"}, "endpoint": "https://h.example.com/x",
+                     "vonage": {"events": ["agent.*"]}},
+        });
+        if let Some(id) = annotation {
+            object["metadata"]["annotations"] = json!({"webhook-operator.dev/external-id": id});
+        }
+        if let Some(id) = status {
+            object["status"] = json!({"subscriptionId": id});
+        }
+        serde_json::from_value(object).unwrap()
+    }
+
+    fn me(s: &WebhookSubscription) -> Claimant {
+        claim_of(s, &Annotations::parse(s.annotations())).unwrap().2
+    }
+
+    #[test]
+    fn the_recorded_owner_holds_against_a_copy_in_any_namespace() {
+        let victim = sub(
+            "team-a",
+            "hooks",
+            "u1",
+            "2026-01-02T00:00:00Z",
+            Some("id-1"),
+            Some("id-1"),
+        );
+        // A copy of `kubectl get -o yaml` made later elsewhere: the annotation only.
+        let copy = sub("team-b", "hooks", "u2", "2026-01-03T00:00:00Z", Some("id-1"), None);
+        // An old object re-pointed at the victim's id: older, but nothing recorded it.
+        let old = sub(
+            "team-c",
+            "old",
+            "u3",
+            "2025-01-01T00:00:00Z",
+            Some("id-1"),
+            Some("id-7"),
+        );
+        let index = ClaimIndex::build([&victim, &copy, &old]);
+        assert_eq!(
+            index
+                .holder_against(ProviderType::Vonage, "id-1", &me(&copy))
+                .map(|c| c.uid),
+            Some("u1".to_string())
+        );
+        assert_eq!(
+            index
+                .holder_against(ProviderType::Vonage, "id-1", &me(&old))
+                .map(|c| c.uid),
+            Some("u1".to_string())
+        );
+        assert_eq!(
+            index.holder_against(ProviderType::Vonage, "id-1", &me(&victim)),
+            None,
+            "the owner keeps it"
+        );
+        assert_eq!(
+            index
+                .other(ProviderType::Vonage, "id-1", "u1")
+                .map(|c| c.display())
+                .as_deref(),
+            Some("team-c/old")
+        );
+        // The same id of another provider type is another subscription.
+        assert_eq!(index.holder_against(ProviderType::Avaya, "id-1", &me(&copy)), None);
+        assert_eq!(
+            index.len(),
+            1,
+            "a subscription claims the id it acts on (the annotation), not its old one"
+        );
+    }
+
+    #[test]
+    fn between_unrecorded_claims_the_older_wins_then_the_name() {
+        let first = sub("a", "x", "u1", "2026-01-01T00:00:00Z", Some("id-2"), None);
+        let second = sub("b", "x", "u2", "2026-01-05T00:00:00Z", Some("id-2"), None);
+        let twin = sub("a", "y", "u3", "2026-01-01T00:00:00Z", Some("id-2"), None);
+        let index = ClaimIndex::build([&first, &second, &twin]);
+        assert_eq!(
+            index
+                .holder_against(ProviderType::Vonage, "id-2", &me(&second))
+                .map(|c| c.uid),
+            Some("u1".to_string())
+        );
+        assert_eq!(
+            index
+                .holder_against(ProviderType::Vonage, "id-2", &me(&twin))
+                .map(|c| c.uid),
+            Some("u1".to_string())
+        );
+        assert_eq!(index.holder_against(ProviderType::Vonage, "id-2", &me(&first)), None);
+    }
+
+    #[test]
+    fn a_claim_recorded_by_this_process_counts_before_the_cache_shows_it() {
+        // The cache still shows the original without its id; the copy has only the annotation.
+        let original = sub("team-a", "hooks", "u1", "2026-01-02T00:00:00Z", None, None);
+        let copy = sub("team-b", "hooks", "u2", "2026-01-03T00:00:00Z", Some("id-1"), None);
+        let live = LiveClaims {
+            index: Arc::new(ClaimIndex::build([&original, &copy])),
+            recent: Arc::default(),
+        };
+        assert_eq!(live.holder_against(ProviderType::Vonage, "id-1", &me(&copy)), None);
+        live.recent
+            .record(ProviderType::Vonage, "id-1", claimant(&original, true));
+        assert_eq!(
+            live.holder_against(ProviderType::Vonage, "id-1", &me(&copy))
+                .map(|c| c.uid)
+                .as_deref(),
+            Some("u1")
+        );
+        // A later claim of the same subscription replaces its earlier one; a deleted one is forgotten.
+        live.recent
+            .record(ProviderType::Vonage, "id-9", claimant(&original, true));
+        assert_eq!(live.holder_against(ProviderType::Vonage, "id-1", &me(&copy)), None);
+        live.recent.forget("u1");
+        assert!(live.recent.is_empty());
+    }
+}
