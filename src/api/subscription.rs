@@ -69,10 +69,13 @@ use super::common::{AdoptionPolicy, DeletionPolicy, SecretValueSource, SigningSe
 #[x_kube(
     validation = Rule::new("has(self.avaya) || has(self.vonage) || has(self.authvia)").message("spec: set one provider block, spec.avaya, spec.vonage or spec.authvia, matching the type of the provider named in spec.providerRef"),
     validation = Rule::new("(has(self.avaya) ? 1 : 0) + (has(self.vonage) ? 1 : 0) + (has(self.authvia) ? 1 : 0) <= 1").message("spec: only one provider block may be set; keep the one of spec.avaya, spec.vonage or spec.authvia that matches the provider and remove the others"),
-    validation = Rule::new("!has(self.renewal) || has(self.avaya)").message("spec.renewal applies only to Avaya subscriptions, the only ones that expire; remove spec.renewal")
+    validation = Rule::new("!has(self.renewal) || has(self.avaya)").message("spec.renewal applies only to Avaya subscriptions, the only ones that expire; remove spec.renewal"),
+    validation = Rule::new("has(self.avaya) == has(oldSelf.avaya) && has(self.vonage) == has(oldSelf.vonage) && has(self.authvia) == has(oldSelf.authvia)").message("spec: the provider block (avaya, vonage or authvia) cannot change; to move to another provider, create a new WebhookSubscription and delete this one (set spec.deletionPolicy: Orphan first to keep the remote subscription)")
 )]
 pub struct WebhookSubscriptionSpec {
-    /// The provider account this subscription is created in.
+    /// The provider account this subscription is created in. Immutable: the remote subscription lives in
+    /// that account.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.providerRef cannot change: the remote subscription lives in that provider's account; to move it, create a new WebhookSubscription for the other provider and delete this one (set spec.deletionPolicy: Orphan first to keep the remote subscription)"))]
     pub provider_ref: ProviderRef,
     /// The https URL that receives the deliveries.
     #[schemars(length(min = 1, max = 2048))]

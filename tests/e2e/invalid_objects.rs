@@ -578,3 +578,47 @@ fn each_mistake_is_rejected_by_its_rule_with_a_fix() {
         failures.join("\n")
     );
 }
+
+/// Admits `new` as an update of `old` (transition rules see `oldSelf`).
+fn admit_update(old: Value, new: Value) -> Result<Value, Vec<webhook_operator::sandbox::kube::schema::FieldError>> {
+    use webhook_operator::sandbox::kube::schema::{self, Schema};
+    let schema = Schema::new(crate::support::tools::schema_for_kind("WebhookSubscription"));
+    let old = schema::admit(&schema, old, None).expect("old object is valid").object;
+    schema::admit(&schema, new, Some(&old)).map(|a| a.object)
+}
+
+#[test]
+fn changes_that_would_leak_the_remote_subscription_are_refused() {
+    // Another provider object: the remote subscription lives in the old one's account.
+    let moved = with(avaya_sub(), "/spec/providerRef/name", json!("avaya-eu"));
+    let errors = admit_update(avaya_sub(), moved).unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].field, "spec.providerRef");
+    assert!(
+        errors[0].message.contains("spec.providerRef cannot change"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[0].message.contains("deletionPolicy: Orphan"),
+        "says how to move it: {errors:?}"
+    );
+    // Another provider type.
+    let mut retyped = without(avaya_sub(), "/spec/avaya");
+    retyped["spec"]["vonage"] = json!({"events": ["agent.presencechanged.v1"]});
+    let errors = admit_update(avaya_sub(), retyped).unwrap_err();
+    assert!(
+        errors.iter().any(|e| e
+            .message
+            .contains("the provider block (avaya, vonage or authvia) cannot change")),
+        "{errors:?}"
+    );
+    // Everything else may change.
+    let retuned = with(
+        avaya_sub(),
+        "/spec/endpoint",
+        json!("https://hooks.example.com/elsewhere"),
+    );
+    assert!(admit_update(avaya_sub(), retuned).is_ok());
+    let same = avaya_sub();
+    assert!(admit_update(avaya_sub(), same).is_ok());
+}
