@@ -35,22 +35,66 @@ pub struct Annotations {
     pub external_id: Option<String>,
     /// `create-pending`.
     pub create_pending: Option<String>,
-    /// `drift-check-interval` (a Go duration), overriding the operator's flag for this object; a value
-    /// that is not a duration is ignored.
+    /// `drift-check-interval` (a Go duration), overriding the operator's flag for this object.
     pub drift_check_interval: Option<Duration>,
+    /// What is wrong with the annotations, each naming the annotation and the fix (empty when nothing is).
+    pub problems: Vec<String>,
 }
 
+/// The shortest per-object drift check interval: a tenant cannot make the operator poll the provider
+/// more often than this.
+pub const MIN_DRIFT_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+/// The longest one (a year).
+pub const MAX_DRIFT_CHECK_INTERVAL: Duration = Duration::from_secs(8760 * 3600);
+
 impl Annotations {
-    /// Reads the operator's annotations (empty values count as unset; unknown ones are ignored).
+    /// Reads the operator's annotations (empty values count as unset; unknown ones are ignored). A value
+    /// that cannot be understood is a problem, not a default: `paused: "yes"` must not resume writes.
     pub fn parse(map: &BTreeMap<String, String>) -> Self {
         let get = |name: &str| map.get(name).filter(|v| !v.is_empty()).cloned();
+        let mut problems = Vec::new();
+        let paused = match get(annotation::PAUSED) {
+            None => false,
+            Some(v) if v.eq_ignore_ascii_case("true") => true,
+            Some(v) if v.eq_ignore_ascii_case("false") => false,
+            Some(v) => {
+                problems.push(format!(
+                    "annotation {} is {v:?}; write \"true\" to pause, or \"false\" (or remove it) to resume",
+                    annotation::PAUSED
+                ));
+                // Until it is fixed, nothing is written remotely either way.
+                true
+            }
+        };
+        let drift_check_interval = get(annotation::DRIFT_CHECK_INTERVAL).and_then(|v| {
+            let fix = format!(
+                "use a duration between {}s and {}h, such as 30m, or remove it",
+                MIN_DRIFT_CHECK_INTERVAL.as_secs(),
+                MAX_DRIFT_CHECK_INTERVAL.as_secs() / 3600
+            );
+            match parse_go_duration(&v) {
+                Ok(d) if (MIN_DRIFT_CHECK_INTERVAL..=MAX_DRIFT_CHECK_INTERVAL).contains(&d) => Some(d),
+                Ok(_) => {
+                    problems.push(format!(
+                        "annotation {} is {v:?}, out of range; {fix}",
+                        annotation::DRIFT_CHECK_INTERVAL
+                    ));
+                    None
+                }
+                Err(e) => {
+                    problems.push(format!("annotation {}: {e}; {fix}", annotation::DRIFT_CHECK_INTERVAL));
+                    None
+                }
+            }
+        });
         Annotations {
-            paused: get(annotation::PAUSED).is_some_and(|v| v.eq_ignore_ascii_case("true")),
+            paused,
             reconcile_requested: get(annotation::RECONCILE_REQUESTED_AT),
             renew_requested: get(annotation::RENEW_REQUESTED_AT),
             external_id: get(annotation::EXTERNAL_ID),
             create_pending: get(annotation::CREATE_PENDING),
-            drift_check_interval: get(annotation::DRIFT_CHECK_INTERVAL).and_then(|v| parse_go_duration(&v).ok()),
+            drift_check_interval,
+            problems,
         }
     }
 }
@@ -73,10 +117,27 @@ mod tests {
         assert_eq!(a.external_id.as_deref(), Some("id-1"));
         assert_eq!(a.create_pending, None, "an empty value is unset");
         assert_eq!(a.drift_check_interval, Some(Duration::from_secs(90)));
-        for bad in ["99999999999999999999h", "soon"] {
+        assert!(a.problems.is_empty());
+        for bad in ["99999999999999999999h", "soon", "-5m", "1s", "9000h"] {
             let map = BTreeMap::from([(annotation::DRIFT_CHECK_INTERVAL.to_string(), bad.to_string())]);
-            assert_eq!(Annotations::parse(&map).drift_check_interval, None, "{bad}");
+            let parsed = Annotations::parse(&map);
+            assert_eq!(parsed.drift_check_interval, None, "{bad}");
+            assert_eq!(parsed.problems.len(), 1, "{bad}");
+            assert!(
+                parsed.problems[0].contains(annotation::DRIFT_CHECK_INTERVAL),
+                "{parsed:?}"
+            );
+            assert!(parsed.problems[0].contains("between 10s and 8760h"), "{parsed:?}");
         }
+        let yes = BTreeMap::from([(annotation::PAUSED.to_string(), "yes".to_string())]);
+        let parsed = Annotations::parse(&yes);
+        assert!(parsed.paused, "an unclear pause still holds remote writes");
+        assert!(
+            parsed.problems[0].contains("is \"yes\"; write \"true\" to pause"),
+            "{parsed:?}"
+        );
+        let no = BTreeMap::from([(annotation::PAUSED.to_string(), "False".to_string())]);
+        assert!(!Annotations::parse(&no).paused && Annotations::parse(&no).problems.is_empty());
         assert!(annotation::PAUSED.starts_with(crate::api::ANNOTATION_PREFIX));
     }
 }

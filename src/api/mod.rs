@@ -7,7 +7,7 @@ mod duration;
 mod provider;
 mod subscription;
 
-pub use annotations::{Annotations, annotation};
+pub use annotations::{Annotations, MAX_DRIFT_CHECK_INTERVAL, MIN_DRIFT_CHECK_INTERVAL, annotation};
 pub use common::*;
 pub use duration::{DurationError, MAX_DURATION, parse_go_duration};
 pub use provider::*;

@@ -308,7 +308,7 @@ pub struct RenewalPolicy {
     /// Renew this long before expiry, as a Go duration such as 5m or 1h30m. Clamped to the lifetime the
     /// provider reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    #[schemars(length(max = 32), pattern(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
     pub renew_before: Option<String>,
     /// Renew when this share of the lifetime is left, 1 to 99 percent.
     #[serde(default, skip_serializing_if = "Option::is_none")]

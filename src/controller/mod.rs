@@ -38,7 +38,7 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 
 pub use context::{Config, Context};
-pub use error::{ControllerError, ReconcileError};
+pub use error::{ConfigError, ControllerError, ReconcileError};
 pub use reason::Reason;
 pub use watch::{run, run_with, shutdown_signal};
 
@@ -98,7 +98,13 @@ async fn apply(sub: &WebhookSubscription, ctx: &Context) -> Result<Requeue, Reco
         provider: None,
         jitter: fastrand::f64(),
     };
-    let outcome = if annotations.paused {
+    let outcome = if let Some(problem) = plan::check_input(&annotations, sub.spec.renewal.as_ref()) {
+        Outcome::Failed {
+            error: ConfigError::spec(problem).into(),
+            inputs: plan::inputs_of(pass.generation, &annotations, None, ""),
+            done: Vec::new(),
+        }
+    } else if annotations.paused {
         Outcome::Paused
     } else {
         converge(sub, ctx, &mut pass, &current, &state).await

@@ -379,11 +379,24 @@ pub struct Gate {
 /// A fingerprint of what a retry would use: a change lets a held-back subscription try at once.
 pub fn inputs_of(generation: i64, annotations: &Annotations, secret_hash: Option<&str>, provider: &str) -> String {
     format!(
-        "{generation}|{}|{provider}|{}|{}",
+        "{generation}|{}|{provider}|{}|{}|{}",
         secret_hash.unwrap_or(""),
         annotations.reconcile_requested.as_deref().unwrap_or(""),
         annotations.external_id.as_deref().unwrap_or(""),
+        annotations.problems.join(";"),
     )
+}
+
+/// What is wrong with what the user wrote beyond the schema: the operator's annotations, and a
+/// `renewBefore` too long to be a duration. Nothing is done remotely until it is fixed.
+pub fn check_input(annotations: &Annotations, renewal: Option<&RenewalPolicy>) -> Option<String> {
+    if let Some(problem) = annotations.problems.first() {
+        return Some(problem.clone());
+    }
+    let before = renewal?.renew_before.as_deref()?;
+    parse_go_duration(before)
+        .err()
+        .map(|e| format!("spec.renewal.renewBefore: {e}; use a duration such as 5m or 1h30m, or renewBeforePercentage"))
 }
 
 /// Whether a subscription that failed stays quiet: its inputs are the same and its time has not come.
@@ -956,6 +969,32 @@ mod tests {
         f.annotations.external_id = None;
         f.status.subscription_id = None;
         f
+    }
+
+    #[test]
+    fn input_the_schema_cannot_check_is_reported_with_its_fix() {
+        let bad = Annotations::parse(&std::collections::BTreeMap::from([(
+            crate::api::annotation::DRIFT_CHECK_INTERVAL.to_string(),
+            "99999999999999999999h".to_string(),
+        )]));
+        let problem = check_input(&bad, None).unwrap();
+        assert!(problem.contains("drift-check-interval"), "{problem}");
+        assert_ne!(
+            inputs_of(1, &bad, None, "p"),
+            inputs_of(1, &Annotations::default(), None, "p"),
+            "fixing it is a new input"
+        );
+        let long = RenewalPolicy {
+            renew_before: Some("99999999999999999999h".into()),
+            renew_before_percentage: None,
+        };
+        let problem = check_input(&Annotations::default(), Some(&long)).unwrap();
+        assert!(problem.starts_with("spec.renewal.renewBefore:"), "{problem}");
+        let fine = RenewalPolicy {
+            renew_before: Some("5m".into()),
+            renew_before_percentage: None,
+        };
+        assert_eq!(check_input(&Annotations::default(), Some(&fine)), None);
     }
 
     #[test]

@@ -923,3 +923,37 @@ async fn a_copied_external_id_never_takes_over_another_namespaces_subscription()
         "Available"
     );
 }
+
+#[tokio::test]
+async fn annotations_that_cannot_be_understood_are_reported_and_stop_nobody() {
+    let mut env = Env::start(Duration::from_secs(600)).await;
+    env.start_controller();
+    env.create_sub(
+        Sub::vonage("forever", "/vonage/forever").annotate(annotation::DRIFT_CHECK_INTERVAL, "99999999999999999999h"),
+    )
+    .await;
+    env.create_sub(Sub::vonage("yes", "/vonage/yes").annotate(annotation::PAUSED, "yes"))
+        .await;
+    env.create_sub(Sub::vonage("fine", "/vonage/fine")).await;
+    let s = env.wait_condition("forever", "Ready", "False", "InvalidSpec").await;
+    let message = condition(&s, "Ready").unwrap().2;
+    assert!(
+        message.contains("annotation webhook-operator.dev/drift-check-interval")
+            && message.contains("between 10s and 8760h"),
+        "{message}"
+    );
+    let s = env.wait_condition("yes", "Ready", "False", "InvalidSpec").await;
+    assert!(condition(&s, "Ready").unwrap().2.contains("write \"true\" to pause"));
+    env.wait_ready("fine").await;
+    assert_eq!(
+        env.vonage.subscriptions().len(),
+        1,
+        "nothing created for the unclear ones"
+    );
+    // Fixed, each goes on by itself.
+    env.annotate("yes", annotation::PAUSED, "false").await;
+    env.annotate("forever", annotation::DRIFT_CHECK_INTERVAL, "30m").await;
+    env.wait_ready("yes").await;
+    env.wait_ready("forever").await;
+    assert_eq!(env.vonage.subscriptions().len(), 3);
+}
