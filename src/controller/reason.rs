@@ -72,6 +72,8 @@ reasons! {
     Adopted,
     /// The remote subscription disappeared outside the operator.
     RemoteDeleted,
+    /// Paused with a known expiry: it will not be renewed while paused.
+    ExpiresWhilePaused,
     /// A signing secret was generated into a Secret owned by the subscription.
     SecretGenerated,
     /// Deleted with deletionPolicy Orphan: the remote subscription is kept.

@@ -140,22 +140,140 @@ impl Report {
 
 /// The report of one pass.
 pub fn report(current: &WebhookSubscriptionStatus, pass: &Pass<'_>, gate: Option<&Gate>, outcome: Outcome) -> Report {
+    let mut report = report_outcome(current, pass, gate, outcome);
+    truthful_expiry(current, pass, &mut report);
+    report
+}
+
+/// Past a known `expiresAt` a subscription is not Ready, whatever kept it from being renewed (a pause,
+/// an outage, a held retry); and a pass that would otherwise sleep past the expiry wakes for it.
+fn truthful_expiry(current: &WebhookSubscriptionStatus, pass: &Pass<'_>, report: &mut Report) {
+    let Some(expires) = time_of(&report.status.expires_at) else {
+        return;
+    };
+    if expires > pass.now {
+        let left = until(pass.now, expires);
+        report.wake = match report.wake {
+            Wake::After(d) if d <= left => Wake::After(d),
+            Wake::After(_) | Wake::OnChange => Wake::After(left),
+        };
+        return;
+    }
+    let expired = (String::from("False"), Reason::Expired.as_str().to_string());
+    if condition_state(&report.status.conditions, condition::READY).as_ref() == Some(&expired) {
+        return;
+    }
+    let paused = pass.annotations.paused;
+    let message = format!(
+        "subscription {} expired at {} {}",
+        report.status.subscription_id.as_deref().unwrap_or("(unknown)"),
+        format_time(expires),
+        if paused {
+            "while paused; remove the webhook-operator.dev/paused annotation to renew (reactivate) it"
+        } else {
+            "before it could be renewed; it is renewed (reactivated) as soon as the provider answers"
+        }
+    );
+    set_condition(
+        &mut report.status.conditions,
+        condition::READY,
+        false,
+        Reason::Expired,
+        &message,
+        pass.generation,
+        pass.now,
+    );
+    if condition_state(&current.conditions, condition::READY).as_ref() != Some(&expired) {
+        report.events.push(Note::warning(Reason::Expired, message));
+    }
+}
+
+/// The Synced message of a paused subscription: what the pause holds back.
+fn paused_message(status: &WebhookSubscriptionStatus, pass: &Pass<'_>) -> String {
+    let mut message = String::from(
+        "paused by the webhook-operator.dev/paused annotation: no remote writes until it is removed (deletion still runs)",
+    );
+    if let Some(expires) = time_of(&status.expires_at).filter(|t| *t > pass.now) {
+        let due = time_of(&status.renewal_time).is_some_and(|t| t <= pass.now);
+        message.push_str(&format!(
+            "; the remote subscription expires at {}{}",
+            format_time(expires),
+            if due {
+                " and its renewal is due now"
+            } else {
+                " and is not renewed while paused"
+            }
+        ));
+    }
+    if let Some(token) = pass
+        .annotations
+        .renew_requested
+        .as_deref()
+        .filter(|t| status.last_handled_renew_at.as_deref() != Some(*t))
+    {
+        message.push_str(&format!(
+            "; the renewal requested at {token} is deferred until the pause is removed"
+        ));
+    }
+    message
+}
+
+/// A status timestamp.
+fn time_of(text: &Option<String>) -> Option<Timestamp> {
+    text.as_deref().and_then(|t| t.parse::<Timestamp>().ok())
+}
+
+/// How long from `now` to `t` (zero when past).
+fn until(now: Timestamp, t: Timestamp) -> Duration {
+    Duration::try_from(t.duration_since(now)).unwrap_or(Duration::ZERO)
+}
+
+/// The report of one pass, before the expiry rule.
+fn report_outcome(
+    current: &WebhookSubscriptionStatus,
+    pass: &Pass<'_>,
+    gate: Option<&Gate>,
+    outcome: Outcome,
+) -> Report {
     let mut next = current.clone();
     match outcome {
         Outcome::Paused => {
+            let message = paused_message(&next, pass);
+            let synced_before =
+                crate::api::find_condition(&current.conditions, condition::SYNCED).map(|c| c.message.clone());
             set_condition(
                 &mut next.conditions,
                 condition::SYNCED,
                 false,
                 Reason::ReconcilePaused,
-                "paused by the webhook-operator.dev/paused annotation: no remote writes until it is removed (deletion still runs)",
+                &message,
                 pass.generation,
                 pass.now,
             );
+            let expires = time_of(&next.expires_at).filter(|t| *t > pass.now);
+            // Warned ahead of time: when the pause begins, and again when a renewal falls due during it.
+            let events = match expires {
+                Some(expires) if synced_before.as_deref() != Some(message.as_str()) => vec![Note::warning(
+                    Reason::ExpiresWhilePaused,
+                    format!(
+                        "paused: remote subscription {} expires at {} and is not renewed while paused; remove the webhook-operator.dev/paused annotation before then",
+                        next.subscription_id.as_deref().unwrap_or("(unknown)"),
+                        format_time(expires)
+                    ),
+                )],
+                _ => Vec::new(),
+            };
+            // Look again when a renewal falls due (to say so) and at expiry (to say it expired).
+            let wake = [time_of(&next.renewal_time), expires]
+                .into_iter()
+                .flatten()
+                .filter(|t| *t > pass.now)
+                .min()
+                .map_or(Wake::OnChange, |t| Wake::After(until(pass.now, t)));
             Report {
                 status: next,
-                events: Vec::new(),
-                wake: Wake::OnChange,
+                events,
+                wake,
                 gate: GateChange::Keep,
                 error: None,
                 own_annotations: None,
@@ -923,5 +1041,119 @@ mod tests {
         assert_eq!(next_wake(&s, now, Duration::from_secs(600)), Duration::from_secs(60));
         s.renewal_time = Some("2025-01-01T00:00:00Z".into());
         assert_eq!(next_wake(&s, now, Duration::from_secs(600)), Duration::from_millis(200));
+    }
+
+    fn expiring(expires: &str, renewal: &str) -> WebhookSubscriptionStatus {
+        let mut s = ready_status();
+        s.expires_at = Some(expires.into());
+        s.renewal_time = Some(renewal.into());
+        s
+    }
+
+    #[test]
+    fn past_a_known_expiry_nothing_is_ready_whatever_the_cause() {
+        let a = Annotations::default();
+        let current = expiring("2026-01-01T11:59:00Z", "2026-01-01T11:50:00Z");
+        // The provider is down: the transient error would keep Ready, the expiry does not.
+        let r = report(&current, &pass(&a), None, failed(provider_error(ErrorKind::Transient)));
+        assert_eq!(state(&r, "Ready"), Some(("False".into(), "Expired".into())));
+        let message = crate::api::find_condition(&r.status.conditions, "Ready")
+            .unwrap()
+            .message
+            .clone();
+        assert!(
+            message.contains("expired at 2026-01-01T11:59:00Z before it could be renewed"),
+            "{message}"
+        );
+        assert!(
+            r.events
+                .iter()
+                .any(|n| n.reason == Reason::Expired && n.severity == Severity::Warning)
+        );
+        // Held back after the failure: the same.
+        let r = report(
+            &current,
+            &pass(&a),
+            None,
+            Outcome::Held(Wake::After(Duration::from_secs(60))),
+        );
+        assert_eq!(state(&r, "Ready"), Some(("False".into(), "Expired".into())));
+        assert!(r.status_write(&current).is_some());
+        // Said once: the next pass over the expired status adds nothing.
+        let again = report(
+            &r.status,
+            &pass(&a),
+            None,
+            Outcome::Held(Wake::After(Duration::from_secs(60))),
+        );
+        assert!(again.events.is_empty());
+        assert_eq!(again.status_write(&r.status), None);
+    }
+
+    #[test]
+    fn a_wait_never_sleeps_past_a_known_expiry() {
+        let a = Annotations::default();
+        let current = expiring("2026-01-01T12:00:30Z", "2026-01-01T11:59:00Z");
+        let r = report(&current, &pass(&a), None, failed(ConfigError::spec("x").into()));
+        assert_eq!(
+            r.wake,
+            Wake::After(Duration::from_secs(30)),
+            "wakes to report the expiry"
+        );
+    }
+
+    #[test]
+    fn a_pause_says_what_it_holds_back_ahead_of_time() {
+        let a = Annotations {
+            paused: true,
+            renew_requested: Some("r7".into()),
+            ..Default::default()
+        };
+        let current = expiring("2026-01-01T12:10:00Z", "2026-01-01T12:05:00Z");
+        let r = report(&current, &pass(&a), None, Outcome::Paused);
+        let synced = crate::api::find_condition(&r.status.conditions, "Synced")
+            .unwrap()
+            .message
+            .clone();
+        assert!(
+            synced.contains("expires at 2026-01-01T12:10:00Z and is not renewed while paused"),
+            "{synced}"
+        );
+        assert!(synced.contains("the renewal requested at r7 is deferred"), "{synced}");
+        assert_eq!(r.events.len(), 1);
+        assert_eq!(
+            (r.events[0].reason, r.events[0].severity),
+            (Reason::ExpiresWhilePaused, Severity::Warning)
+        );
+        assert_eq!(
+            r.wake,
+            Wake::After(Duration::from_secs(300)),
+            "when the renewal falls due"
+        );
+        assert_eq!(
+            state(&r, "Ready"),
+            Some(("True".into(), "Available".into())),
+            "still delivering"
+        );
+        // The renewal falls due while paused: said once more.
+        let mut due = pass(&a);
+        due.now = ts("2026-01-01T12:06:00Z");
+        let r2 = report(&r.status, &due, None, Outcome::Paused);
+        assert_eq!(r2.events.len(), 1);
+        assert!(r2.events[0].message.contains("expires at 2026-01-01T12:10:00Z"));
+        assert_eq!(r2.wake, Wake::After(Duration::from_secs(240)), "then at the expiry");
+        // Past the expiry, paused: Expired, and how to recover.
+        let mut late = pass(&a);
+        late.now = ts("2026-01-01T12:11:00Z");
+        let r3 = report(&r2.status, &late, None, Outcome::Paused);
+        assert_eq!(state(&r3, "Ready"), Some(("False".into(), "Expired".into())));
+        let ready = crate::api::find_condition(&r3.status.conditions, "Ready")
+            .unwrap()
+            .message
+            .clone();
+        assert!(
+            ready.contains("while paused; remove the webhook-operator.dev/paused annotation"),
+            "{ready}"
+        );
     }
 }

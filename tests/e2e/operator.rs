@@ -957,3 +957,29 @@ async fn annotations_that_cannot_be_understood_are_reported_and_stop_nobody() {
     env.wait_ready("forever").await;
     assert_eq!(env.vonage.subscriptions().len(), 3);
 }
+
+#[tokio::test]
+async fn a_subscription_paused_past_its_expiry_says_so_and_recovers_when_resumed() {
+    let mut env = Env::start(Duration::from_secs(4)).await;
+    env.secret(NS, "avaya-token", &[("token", AVAYA_TOKEN)]);
+    env.start_controller();
+    env.create_sub(Sub::avaya("sleepy", "/avaya/sleepy")).await;
+    env.wait_ready("sleepy").await;
+    env.annotate("sleepy", annotation::PAUSED, "true").await;
+    let expired = env.wait_condition("sleepy", "Ready", "False", "Expired").await;
+    assert!(condition(&expired, "Ready").unwrap().2.contains("while paused"));
+    let reasons = env.event_reasons("sleepy");
+    assert!(
+        reasons.contains(&"ExpiresWhilePaused".to_string()),
+        "warned ahead: {reasons:?}"
+    );
+    assert!(reasons.contains(&"Expired".to_string()), "{reasons:?}");
+    // Status times have second precision, so Expired may be said up to a second early: wait until Avaya
+    // agrees before resuming.
+    let id = expired.status.unwrap().subscription_id.unwrap();
+    until("INACTIVE at Avaya", || env.avaya.status_of(&id) == Some("INACTIVE")).await;
+    env.annotate("sleepy", annotation::PAUSED, "false").await;
+    env.wait_ready("sleepy").await;
+    let reasons = env.event_reasons("sleepy");
+    assert!(reasons.contains(&"Reactivated".to_string()), "{reasons:?}");
+}
