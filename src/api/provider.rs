@@ -85,7 +85,8 @@ pub struct WebhookProviderSpec {
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("has(self.avaya) || has(self.vonage) || has(self.authvia)").message("spec: set one provider block, spec.avaya, spec.vonage or spec.authvia"),
-    validation = Rule::new("(has(self.avaya) ? 1 : 0) + (has(self.vonage) ? 1 : 0) + (has(self.authvia) ? 1 : 0) <= 1").message("spec: only one provider block may be set; keep one of spec.avaya, spec.vonage or spec.authvia and remove the others")
+    validation = Rule::new("(has(self.avaya) ? 1 : 0) + (has(self.vonage) ? 1 : 0) + (has(self.authvia) ? 1 : 0) <= 1").message("spec: only one provider block may be set; keep one of spec.avaya, spec.vonage or spec.authvia and remove the others"),
+    validation = Rule::new("!has(self.namespaceSelector) || !has(self.namespaceSelector.matchExpressions) || self.namespaceSelector.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'] && ((e.operator in ['In', 'NotIn']) == (has(e.values) && size(e.values) > 0)))").message("spec.namespaceSelector.matchExpressions: operator must be In, NotIn, Exists or DoesNotExist; In and NotIn need values, Exists and DoesNotExist take none")
 )]
 pub struct ClusterWebhookProviderSpec {
     /// Avaya Infinity Events API account.

@@ -221,24 +221,37 @@ pub fn may_generate_into(existing: Option<&Secret>, owner_uid: &str) -> bool {
     existing.is_none_or(|s| s.owner_references().iter().any(|o| o.uid == owner_uid))
 }
 
-/// Whether a namespace with these labels is selected.
-pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+/// Whether a namespace with these labels is selected; an operator outside Kubernetes' four (or In/NotIn
+/// without values) is an error, never a silent "no".
+pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> Result<bool, String> {
     let labels_ok = selector
         .match_labels
         .iter()
         .flatten()
         .all(|(k, v)| labels.get(k) == Some(v));
-    let expressions_ok = selector.match_expressions.iter().flatten().all(|e| {
+    let mut expressions_ok = true;
+    for (i, e) in selector.match_expressions.iter().flatten().enumerate() {
         let values = e.values.clone().unwrap_or_default();
-        match e.operator.as_str() {
+        let matched = match e.operator.as_str() {
+            "In" | "NotIn" if values.is_empty() => {
+                return Err(format!(
+                    "spec.namespaceSelector.matchExpressions[{i}]: {} needs values",
+                    e.operator
+                ));
+            }
             "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
             "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
             "Exists" => labels.contains_key(&e.key),
             "DoesNotExist" => !labels.contains_key(&e.key),
-            _ => false,
-        }
-    });
-    labels_ok && expressions_ok
+            other => {
+                return Err(format!(
+                    "spec.namespaceSelector.matchExpressions[{i}].operator {other:?} is not In, NotIn, Exists or DoesNotExist"
+                ));
+            }
+        };
+        expressions_ok &= matched;
+    }
+    Ok(labels_ok && expressions_ok)
 }
 
 /// Finds the subscription's provider, checking that its namespace may use a cluster provider.
@@ -275,7 +288,12 @@ pub async fn resolve_provider(
                     .await?
                     .map(|n| n.labels().clone())
                     .unwrap_or_default();
-                if !selector_matches(selector, &labels) {
+                let admitted = selector_matches(selector, &labels).map_err(|problem| {
+                    ConfigError::provider(format!(
+                        "ClusterWebhookProvider \"{name}\" has an invalid {problem}; ask the platform team to fix it"
+                    ))
+                })?;
+                if !admitted {
                     return Err(ConfigError::provider(format!(
                         "ClusterWebhookProvider \"{name}\" does not admit namespace {ns} (its spec.namespaceSelector does not match the namespace's labels); ask the platform team to admit it, or use a WebhookProvider in this namespace"
                     ))
@@ -375,16 +393,32 @@ mod tests {
                 values: values.map(|v| v.into_iter().map(str::to_string).collect()),
             }]),
         };
-        assert!(selector_matches(&selector("In", Some(vec!["payments"])), &labels));
-        assert!(!selector_matches(&selector("NotIn", Some(vec!["payments"])), &labels));
-        assert!(selector_matches(&selector("Exists", None), &labels));
-        assert!(!selector_matches(&selector("DoesNotExist", None), &labels));
+        assert_eq!(
+            selector_matches(&selector("In", Some(vec!["payments"])), &labels),
+            Ok(true)
+        );
+        assert_eq!(
+            selector_matches(&selector("NotIn", Some(vec!["payments"])), &labels),
+            Ok(false)
+        );
+        assert_eq!(selector_matches(&selector("Exists", None), &labels), Ok(true));
+        assert_eq!(selector_matches(&selector("DoesNotExist", None), &labels), Ok(false));
+        let unknown = selector_matches(&selector("Maybe", Some(vec!["payments"])), &labels).unwrap_err();
+        assert!(
+            unknown.contains("operator \"Maybe\" is not In, NotIn, Exists or DoesNotExist"),
+            "{unknown}"
+        );
+        assert!(
+            selector_matches(&selector("In", None), &labels)
+                .unwrap_err()
+                .contains("In needs values")
+        );
         let by_label = LabelSelector {
             match_labels: Some(BTreeMap::from([("team".to_string(), "search".to_string())])),
             match_expressions: None,
         };
-        assert!(!selector_matches(&by_label, &labels));
-        assert!(selector_matches(&LabelSelector::default(), &labels));
+        assert_eq!(selector_matches(&by_label, &labels), Ok(false));
+        assert_eq!(selector_matches(&LabelSelector::default(), &labels), Ok(true));
     }
 
     #[test]

@@ -96,6 +96,7 @@ const HTTPS_URL: &str = "isURL(self) && url(self).getScheme() == 'https'";
 const HTTP_URL: &str = "isURL(self) && url(self).getScheme() in ['http', 'https']";
 const AUTO_DISABLE: &str = "!has(self.autoDisable) || self.autoDisable || (has(self.attempts) && self.attempts <= 3)";
 const HEADER_VALUE: &str = "has(self.value) != has(self.valueFrom)";
+const NAMESPACE_SELECTOR: &str = "!has(self.namespaceSelector) || !has(self.namespaceSelector.matchExpressions) || self.namespaceSelector.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'] && ((e.operator in ['In', 'NotIn']) == (has(e.values) && size(e.values) > 0)))";
 
 fn cases() -> Vec<Case> {
     let long = |n: usize| "a".repeat(n);
@@ -484,6 +485,28 @@ fn cases() -> Vec<Case> {
             field: "spec.vonage.region",
             rule: "enum",
             hint: "supported values: \"emea\", \"nam\", \"apac\"",
+        },
+        Case {
+            mistake: "a namespace selector with an unknown operator",
+            object: with(
+                provider("ClusterWebhookProvider", "vonage", json!({"region": "emea"})),
+                "/spec/namespaceSelector",
+                json!({"matchExpressions": [{"key": "team", "operator": "Maybe", "values": ["a"]}]}),
+            ),
+            field: "spec",
+            rule: NAMESPACE_SELECTOR,
+            hint: "operator must be In, NotIn, Exists or DoesNotExist",
+        },
+        Case {
+            mistake: "a namespace selector In without values",
+            object: with(
+                provider("ClusterWebhookProvider", "vonage", json!({"region": "emea"})),
+                "/spec/namespaceSelector",
+                json!({"matchExpressions": [{"key": "team", "operator": "In"}]}),
+            ),
+            field: "spec",
+            rule: NAMESPACE_SELECTOR,
+            hint: "In and NotIn need values",
         },
         Case {
             mistake: "Vonage baseUrl without tokenUrl",

@@ -212,14 +212,21 @@ fn normalize_metadata(object: &mut Value) {
     });
 }
 
+/// A DNS-1123 subdomain as the API server checks one (`IsDNS1123Subdomain`): at most 253 characters of
+/// dot-separated alphanumeric-edged parts. Unlike a label, a part may be longer than 63 characters.
 fn is_dns_subdomain(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 253 && name.split('.').all(is_dns_label_part)
+    !name.is_empty() && name.len() <= 253 && name.split('.').all(|part| is_alphanumeric_edged(part, 253))
 }
 
-fn is_dns_label_part(part: &str) -> bool {
+/// A DNS-1123 label (`IsDNS1123Label`): at most 63 characters.
+fn is_dns_label(name: &str) -> bool {
+    is_alphanumeric_edged(name, 63)
+}
+
+fn is_alphanumeric_edged(part: &str, max: usize) -> bool {
     let bytes = part.as_bytes();
     !part.is_empty()
-        && part.len() <= 63
+        && part.len() <= max
         && bytes
             .iter()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
@@ -601,5 +608,17 @@ mod tests {
                 )
                 .is_err_and(|e| e.code == 410)
         );
+    }
+
+    #[test]
+    fn names_follow_the_api_servers_dns_rules() {
+        let long_part = "a".repeat(100);
+        assert!(
+            is_dns_subdomain(&format!("{long_part}.example")),
+            "subdomain parts may exceed 63"
+        );
+        assert!(!is_dns_subdomain(&"a".repeat(254)));
+        assert!(!is_dns_subdomain("-a.b") && !is_dns_subdomain("a..b") && !is_dns_subdomain("A"));
+        assert!(is_dns_label(&"a".repeat(63)) && !is_dns_label(&"a".repeat(64)) && !is_dns_label("a.b"));
     }
 }

@@ -81,7 +81,7 @@ impl State {
             },
         };
         let valid_name = if rt.plural == "namespaces" {
-            is_dns_label_part(&name)
+            is_dns_label(&name)
         } else {
             is_dns_subdomain(&name)
         };
