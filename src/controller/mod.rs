@@ -129,6 +129,13 @@ async fn converge(
     // Observe: the provider, its credentials and the Secrets the spec references.
     let observed = async {
         let settings = observe::resolve_provider(&ctx.client, sub, &ctx.config.operator_namespace).await?;
+        if let Some(why) = &settings.credentials_refused {
+            return Err(ConfigError::provider(format!(
+                "{} cannot use its credentials: {why}; fix its credentials Secret (this subscription goes on by itself then)",
+                settings.display
+            ))
+            .into());
+        }
         let (api, credentials) = ctx.connect(&settings).await?;
         let (desired, to_generate) = observe::desired(&ctx.client, sub, api.provider(), &settings.display).await?;
         let identity = format!("{}|{credentials}", settings.key);

@@ -16,9 +16,11 @@ use secrecy::{ExposeSecret, SecretString};
 use super::bindings::{self, ProviderBlock};
 use super::error::{ConfigError, ReconcileError};
 use super::plan::{Lookup, Observation, Search};
+use super::reason::Reason;
 use crate::api::{
     AuthViaProvider, AvayaProvider, ClusterWebhookProvider, CredentialsSecretRef, ProviderKind, RateLimit,
-    SecretKeySelector, SigningSecretSource, VonageProvider, WebhookProvider, WebhookSubscription,
+    SecretKeySelector, SigningSecretSource, VonageProvider, WebhookProvider, WebhookProviderStatus,
+    WebhookSubscription, condition, find_condition,
 };
 use crate::providers::{Desired, ProviderType, WebhookApi};
 
@@ -44,6 +46,20 @@ pub struct ProviderSettings {
     pub credentials_namespace: String,
     /// Rate limit.
     pub rate_limit: Option<RateLimit>,
+    /// Why the provider's own check refused its credentials, when its current `Ready` says so.
+    pub credentials_refused: Option<String>,
+}
+
+/// Why a provider's `Ready` (for its current generation) says its credentials do not work: missing, or
+/// refused by the provider. A transient failure to reach the provider is not such a reason.
+pub fn credentials_refused(generation: Option<i64>, status: Option<&WebhookProviderStatus>) -> Option<String> {
+    let status = status?;
+    if status.observed_generation != generation {
+        return None;
+    }
+    let ready = find_condition(&status.conditions, condition::READY)?;
+    let refused = [Reason::Unauthorized.as_str(), Reason::CredentialsMissing.as_str()];
+    (ready.status == "False" && refused.contains(&ready.reason.as_str())).then(|| ready.message.clone())
 }
 
 impl ProviderSettings {
@@ -59,6 +75,7 @@ impl ProviderSettings {
             credentials: p.spec.credentials_secret_ref.clone(),
             credentials_namespace: ns,
             rate_limit: p.spec.rate_limit.clone(),
+            credentials_refused: credentials_refused(p.meta().generation, p.status.as_ref()),
         }
     }
 
@@ -73,6 +90,7 @@ impl ProviderSettings {
             credentials: p.spec.credentials_secret_ref.clone(),
             credentials_namespace: operator_namespace.to_string(),
             rate_limit: p.spec.rate_limit.clone(),
+            credentials_refused: credentials_refused(p.meta().generation, p.status.as_ref()),
         }
     }
 
@@ -419,6 +437,35 @@ mod tests {
         };
         assert_eq!(selector_matches(&by_label, &labels), Ok(false));
         assert_eq!(selector_matches(&LabelSelector::default(), &labels), Ok(true));
+    }
+
+    #[test]
+    fn only_a_current_credentials_refusal_stops_the_subscriptions() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+        let status = |reason: &str, generation: i64| WebhookProviderStatus {
+            observed_generation: Some(generation),
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: "False".into(),
+                reason: reason.into(),
+                message: "token request refused with HTTP 401".into(),
+                observed_generation: Some(generation),
+                last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
+            }],
+        };
+        assert!(credentials_refused(Some(2), Some(&status("Unauthorized", 2))).is_some());
+        assert!(credentials_refused(Some(2), Some(&status("CredentialsMissing", 2))).is_some());
+        assert_eq!(
+            credentials_refused(Some(2), Some(&status("Unreachable", 2))),
+            None,
+            "an outage is not a refusal"
+        );
+        assert_eq!(
+            credentials_refused(Some(3), Some(&status("Unauthorized", 2))),
+            None,
+            "stale"
+        );
+        assert_eq!(credentials_refused(Some(2), None), None);
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub fn provider_condition(outcome: &Result<ProviderType, ReconcileError>) -> (bo
                 ReconcileError::Provider(p) if matches!(p.kind, ErrorKind::Unauthorized | ErrorKind::Forbidden) => {
                     Reason::Unauthorized
                 }
+                // The token endpoint refused the request itself (a wrong URL, grant or scope setting).
+                ReconcileError::Provider(p) if p.kind == ErrorKind::Invalid => Reason::InvalidSpec,
                 ReconcileError::Provider(_) | ReconcileError::Blocked { .. } | ReconcileError::Kube(_) => {
                     Reason::Unreachable
                 }
@@ -135,6 +137,7 @@ mod tests {
             (ErrorKind::Unauthorized, Reason::Unauthorized),
             (ErrorKind::Forbidden, Reason::Unauthorized),
             (ErrorKind::Transient, Reason::Unreachable),
+            (ErrorKind::Invalid, Reason::InvalidSpec),
         ] {
             let outcome = Err(ProviderError::new(kind, "avaya", "token", "x").into());
             let (ready, got, _) = provider_condition(&outcome);

@@ -54,6 +54,8 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
     let operator_namespace = ctx.config.operator_namespace.clone();
     tokio::spawn(signal_ready(store.clone()));
     let prune = tokio::spawn(prune_states(ctx.clone(), store));
+    let (recheck_provider, provider_rechecks) = futures::channel::mpsc::unbounded();
+    let (recheck_cluster_provider, cluster_provider_rechecks) = futures::channel::mpsc::unbounded();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -94,6 +96,24 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
         .watches(Api::<Secret>::all(client.clone()), wc.clone(), move |secret: Secret| {
             let ns = secret.namespace().unwrap_or_default();
             let name = secret.name_any();
+            // The providers whose credentials these are are checked again at once (one Secret watch serves
+            // both: a second would double what the operator holds of every Secret).
+            for p in provider_store
+                .state()
+                .iter()
+                .filter(|p| p.namespace().as_deref() == Some(&ns) && p.spec.credentials_secret_ref.name == name)
+            {
+                let _ = recheck_provider.unbounded_send(ObjectRef::from_obj(&**p));
+            }
+            if ns == operator_namespace {
+                for p in cluster_provider_store
+                    .state()
+                    .iter()
+                    .filter(|p| p.spec.credentials_secret_ref.name == name)
+                {
+                    let _ = recheck_cluster_provider.unbounded_send(ObjectRef::from_obj(&**p));
+                }
+            }
             by_secret
                 .state()
                 .into_iter()
@@ -121,6 +141,7 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
             }
         });
     let providers = provider_controller
+        .reconcile_on(provider_rechecks)
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(
             provider_status::reconcile_provider,
@@ -129,6 +150,7 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
         )
         .for_each(|_| async {});
     let cluster_providers = cluster_provider_controller
+        .reconcile_on(cluster_provider_rechecks)
         .graceful_shutdown_on(stopped(stop_rx))
         .run(
             provider_status::reconcile_cluster_provider,

@@ -99,6 +99,21 @@ struct OAuthError {
     message: Option<String>,
 }
 
+/// What a refused OAuth 2.0 token request means (RFC 6749 §5.2): the credentials (`invalid_client`, `invalid_grant`,
+/// `unauthorized_client`, or a 401), the scopes (`invalid_scope`, or a 403), a request the operator cannot
+/// fix by retrying (any other 4xx), or trouble at the provider.
+fn token_refusal_kind(status: u16, code: Option<&str>) -> ErrorKind {
+    match (status, code) {
+        (429, _) => ErrorKind::RateLimited,
+        (401, _) | (400..=499, Some("invalid_client" | "invalid_grant" | "unauthorized_client")) => {
+            ErrorKind::Unauthorized
+        }
+        (403, _) | (400..=499, Some("invalid_scope")) => ErrorKind::Forbidden,
+        (400..=499, _) => ErrorKind::Invalid,
+        _ => ErrorKind::Transient,
+    }
+}
+
 /// When to refresh a token of this lifetime: a fifth of it, at most 60 s, before it expires.
 fn refresh_margin(lifetime: Duration) -> Duration {
     (lifetime / 5).min(Duration::from_secs(60))
@@ -213,8 +228,12 @@ impl TokenCache {
             )
         })?;
         if !(200..300).contains(&status) {
-            let detail = serde_json::from_slice::<OAuthError>(&body)
-                .ok()
+            let refusal = serde_json::from_slice::<OAuthError>(&body).ok();
+            let code = refusal
+                .as_ref()
+                .and_then(|e| e.error.as_ref())
+                .and_then(|v| v.as_str().map(str::to_string));
+            let detail = refusal
                 .and_then(|e| {
                     let error = e.error.and_then(|v| match v {
                         serde_json::Value::String(s) => Some(s),
@@ -224,10 +243,14 @@ impl TokenCache {
                     (!parts.is_empty()).then(|| parts.join(": "))
                 })
                 .unwrap_or_else(|| "no error description".into());
-            let kind = match status {
-                429 => ErrorKind::RateLimited,
-                400..=499 => ErrorKind::Unauthorized,
-                _ => ErrorKind::Transient,
+            let kind = match &self.request {
+                TokenRequest::ClientCredentials { .. } => token_refusal_kind(status, code.as_deref()),
+                // AuthVia's own exchange documents only 400 and 404: both mean the client id or the
+                // signature (the secret key) was not accepted.
+                TokenRequest::AuthviaSigned { .. } => match status {
+                    400 | 401 | 404 => ErrorKind::Unauthorized,
+                    other => token_refusal_kind(other, None),
+                },
             };
             let mut e = error(kind, format!("token request refused with HTTP {status}: {detail}"));
             e.status = Some(status);
@@ -272,6 +295,23 @@ mod tests {
             authvia_signature(b"key", "abc", 1_700_000_000),
             "Jfa33h5RmPUMhK12ozV0ZN8xoGRWSt3olvYAujDm/h4="
         );
+    }
+
+    #[test]
+    fn token_refusals_are_told_apart() {
+        assert_eq!(token_refusal_kind(400, Some("invalid_client")), ErrorKind::Unauthorized);
+        assert_eq!(token_refusal_kind(400, Some("invalid_grant")), ErrorKind::Unauthorized);
+        assert_eq!(token_refusal_kind(401, None), ErrorKind::Unauthorized);
+        assert_eq!(token_refusal_kind(400, Some("invalid_scope")), ErrorKind::Forbidden);
+        assert_eq!(token_refusal_kind(403, None), ErrorKind::Forbidden);
+        assert_eq!(
+            token_refusal_kind(400, Some("invalid_request")),
+            ErrorKind::Invalid,
+            "not the credentials"
+        );
+        assert_eq!(token_refusal_kind(400, None), ErrorKind::Invalid);
+        assert_eq!(token_refusal_kind(429, None), ErrorKind::RateLimited);
+        assert_eq!(token_refusal_kind(503, None), ErrorKind::Transient);
     }
 
     #[test]

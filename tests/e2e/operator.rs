@@ -13,7 +13,7 @@ use webhook_operator::sandbox::providers::{SimFault, SimFaultAction};
 use webhook_operator::sandbox::receiver::Expectation;
 
 use crate::support::env::{Env, condition};
-use crate::support::fixtures::{AUTHVIA_SIGNING, AVAYA_SECRET, AVAYA_TOKEN, GROUP, NS, Sub};
+use crate::support::fixtures::{AUTHVIA_SIGNING, AVAYA_SECRET, AVAYA_TOKEN, GROUP, NS, Sub, VONAGE_ID, VONAGE_SECRET};
 use crate::support::poll::{WAIT, eventually, until};
 
 async fn env_with_subscriptions(lifetime: Duration) -> Env {
@@ -982,4 +982,71 @@ async fn a_subscription_paused_past_its_expiry_says_so_and_recovers_when_resumed
     env.wait_ready("sleepy").await;
     let reasons = env.event_reasons("sleepy");
     assert!(reasons.contains(&"Reactivated".to_string()), "{reasons:?}");
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_noticed_at_once_by_the_provider_and_its_subscriptions() {
+    let mut env = Env::start(Duration::from_secs(600)).await;
+    env.start_controller();
+    env.create_sub(Sub::vonage("creds", "/vonage/creds")).await;
+    env.wait_ready("creds").await;
+    let providers: Api<webhook_operator::api::WebhookProvider> = Api::namespaced(env.client.clone(), NS);
+    let provider_ready = |reason: &'static str| {
+        let providers = providers.clone();
+        move || {
+            let providers = providers.clone();
+            async move {
+                let p = providers.get("vonage").await.ok()?;
+                p.status?
+                    .conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "Ready" && c.reason == reason)
+            }
+        }
+    };
+    eventually(
+        "provider Ready",
+        WAIT,
+        Duration::from_millis(50),
+        provider_ready("CredentialsValid"),
+    )
+    .await;
+    // The credentials Secret changes to a wrong secret: checked again at once (the periodic check is an
+    // hour away in this environment), and the subscription says why without calling the provider.
+    env.secret(
+        NS,
+        "vonage-credentials",
+        &[("clientId", "vonage-client"), ("clientSecret", "wrong")],
+    );
+    let refused = eventually(
+        "provider Unauthorized",
+        WAIT,
+        Duration::from_millis(50),
+        provider_ready("Unauthorized"),
+    )
+    .await;
+    assert_eq!(refused.status, "False");
+    let s = env.wait_condition("creds", "Ready", "False", "ProviderNotReady").await;
+    assert!(
+        condition(&s, "Ready")
+            .unwrap()
+            .2
+            .contains("WebhookProvider \"vonage\" cannot use its credentials"),
+        "{:?}",
+        condition(&s, "Ready")
+    );
+    // Fixed: both recover by themselves.
+    env.secret(
+        NS,
+        "vonage-credentials",
+        &[("clientId", VONAGE_ID), ("clientSecret", VONAGE_SECRET)],
+    );
+    eventually(
+        "provider Ready again",
+        WAIT,
+        Duration::from_millis(50),
+        provider_ready("CredentialsValid"),
+    )
+    .await;
+    env.wait_ready("creds").await;
 }
