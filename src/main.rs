@@ -48,6 +48,11 @@ enum Command {
         /// This replica's identity in the Lease.
         #[arg(long, env = "POD_NAME", default_value = "webhook-operator")]
         leader_election_id: String,
+        /// An origin (scheme://host[:port], plain http included) that a provider's baseUrl/tokenUrl
+        /// override may name besides the provider's own https hosts (repeatable). Credentials are sent
+        /// there: allow only endpoints you trust, such as a test double or an egress proxy.
+        #[arg(long = "allow-override-origin", value_name = "ORIGIN", value_parser = parse_origin)]
+        allow_override_origins: Vec<webhook_operator::controller::endpoints::Origin>,
     },
     /// Print the CustomResourceDefinitions as YAML (one document per CRD), or write one file each.
     Crds {
@@ -102,6 +107,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             log_format,
             leader_election,
             leader_election_id,
+            allow_override_origins,
         } => {
             webhook_operator::telemetry::init_logging("info,kube_runtime=warn", log_format == "json");
             let mut config = webhook_operator::controller::Config::new(
@@ -111,6 +117,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             config.drift_interval = drift_check_interval;
             config.provider_check_interval = provider_check_interval;
             config.instance = leader_election_id.clone();
+            config.endpoints.allowed_origins = allow_override_origins;
             let election = leader_election.then(|| {
                 webhook_operator::controller::leader::Election::new(
                     &cluster_resource_namespace,
@@ -144,6 +151,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             exit_after,
         }),
     }
+}
+
+fn parse_origin(text: &str) -> Result<webhook_operator::controller::endpoints::Origin, String> {
+    webhook_operator::controller::endpoints::Origin::parse(text)
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -118,12 +118,13 @@ pub struct AvayaProvider {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63), pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub customer_id: Option<String>,
-    /// Override of the Events API base URL (…/api/events/v1), for sandboxes and tests.
+    /// Override of the Events API base URL (…/api/events/v1). Credentials go there, so the operator accepts
+    /// only https on *.avayacloud.com unless its installer allowed the origin (--allow-override-origin).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("spec.avaya.baseUrl must be an absolute http(s) URL"))]
     pub base_url: Option<String>,
-    /// Override of the OAuth2 token URL, for sandboxes and tests.
+    /// Override of the OAuth2 token URL; the same rule as baseUrl applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("spec.avaya.tokenUrl must be an absolute http(s) URL"))]
@@ -150,12 +151,14 @@ pub struct VonageProvider {
     /// The account's region: emea, nam or apac.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<VonageRegion>,
-    /// Override of the Webhooks API base URL (…/webhooks), for sandboxes and tests.
+    /// Override of the Webhooks API base URL (…/webhooks). Credentials go there, so the operator accepts
+    /// only https on *.newvoicemedia.com or *.vonage.com unless its installer allowed the origin
+    /// (--allow-override-origin).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("spec.vonage.baseUrl must be an absolute http(s) URL"))]
     pub base_url: Option<String>,
-    /// Override of the OAuth2 token URL, for sandboxes and tests.
+    /// Override of the OAuth2 token URL; the same rule as baseUrl applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("spec.vonage.tokenUrl must be an absolute http(s) URL"))]
@@ -170,7 +173,8 @@ pub struct AuthViaProvider {
     #[schemars(length(min = 1, max = 64), pattern(r"^[A-Za-z0-9_-]+$"))]
     pub account_id: String,
     /// Override of the API base URL (default https://api.authvia.com/v3); tokens are requested at
-    /// `<baseUrl>/tokens`.
+    /// `<baseUrl>/tokens`. Credentials go there, so the operator accepts only https on *.authvia.com unless
+    /// its installer allowed the origin (--allow-override-origin).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("spec.authvia.baseUrl must be an absolute http(s) URL"))]

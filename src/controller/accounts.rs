@@ -8,6 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
 use super::bindings;
+use super::endpoints::EndpointPolicy;
 use super::error::ConfigError;
 use super::observe::ProviderSettings;
 use crate::clock::SharedClock;
@@ -23,6 +24,7 @@ pub struct ProviderRegistry {
     http: reqwest::Client,
     clock: SharedClock,
     retry: RetryPolicy,
+    endpoints: EndpointPolicy,
 }
 
 impl std::fmt::Debug for ProviderRegistry {
@@ -33,12 +35,13 @@ impl std::fmt::Debug for ProviderRegistry {
 
 impl ProviderRegistry {
     /// An empty registry.
-    pub fn new(http: reqwest::Client, clock: SharedClock, retry: RetryPolicy) -> Self {
+    pub fn new(http: reqwest::Client, clock: SharedClock, retry: RetryPolicy, endpoints: EndpointPolicy) -> Self {
         ProviderRegistry {
             clients: Mutex::new(HashMap::new()),
             http,
             clock,
             retry,
+            endpoints,
         }
     }
 
@@ -83,7 +86,7 @@ impl ProviderRegistry {
             http: self.http.clone(),
             clock: self.clock.clone(),
         };
-        let client = bindings::client(block, &settings.display, account)?;
+        let client = bindings::client(block, &settings.display, &self.endpoints, account)?;
         clients.insert(settings.key.clone(), (fingerprint, client.clone()));
         Ok(client)
     }

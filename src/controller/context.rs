@@ -13,6 +13,7 @@ use secrecy::SecretString;
 
 use super::accounts::ProviderRegistry;
 use super::claims::{ClaimIndex, LiveClaims, RecentClaims};
+use super::endpoints::EndpointPolicy;
 use super::error::ReconcileError;
 use super::observe::{self, MANAGER, ProviderSettings};
 use super::plan::{Gate, OwnAnnotations};
@@ -37,6 +38,8 @@ pub struct Config {
     pub retry: RetryPolicy,
     /// The `reportingInstance` of Events.
     pub instance: String,
+    /// Where provider credentials may be sent.
+    pub endpoints: EndpointPolicy,
 }
 
 impl Config {
@@ -49,6 +52,7 @@ impl Config {
             clock,
             retry: RetryPolicy::default(),
             instance: std::env::var("POD_NAME").unwrap_or_else(|_| "webhook-operator".into()),
+            endpoints: EndpointPolicy::default(),
         }
     }
 }
@@ -141,7 +145,12 @@ impl Context {
         };
         Arc::new(Context {
             recorder: Recorder::new(client.clone(), reporter),
-            registry: ProviderRegistry::new(http_client(config.retry.timeout), config.clock.clone(), config.retry),
+            registry: ProviderRegistry::new(
+                http_client(config.retry.timeout),
+                config.clock.clone(),
+                config.retry,
+                config.endpoints.clone(),
+            ),
             client,
             config,
             objects: ObjectStates::default(),

@@ -20,6 +20,7 @@ pub mod act;
 pub mod bindings;
 pub mod claims;
 pub mod context;
+pub mod endpoints;
 pub mod error;
 pub mod leader;
 pub mod observe;

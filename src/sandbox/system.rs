@@ -24,6 +24,7 @@ use super::receiver::{Expectation, Receiver};
 use crate::api::{WebhookSubscription, crds};
 use crate::clock::SystemClock;
 use crate::controller::bindings::SubscriptionBlock;
+use crate::controller::endpoints::{EndpointPolicy, Origin, own_domains};
 use crate::controller::{self, Config};
 use crate::providers::ProviderType;
 
@@ -277,32 +278,9 @@ impl Sandbox {
                 .await
                 .map_err(apply_error(format!("CustomResourceDefinition {name}")))?;
         }
-        for mut doc in docs {
+        for doc in docs {
             let kind = doc["kind"].as_str().unwrap_or_default().to_string();
             let name = doc["metadata"]["name"].as_str().unwrap_or_default().to_string();
-            if let Some(spec) = doc["spec"].as_object_mut()
-                && kind.ends_with("WebhookProvider")
-            {
-                for provider in ProviderType::ALL {
-                    let block = provider.as_str();
-                    // Each provider's block points at its simulator (exhaustive: a new provider must
-                    // say where its simulator is).
-                    let (base_url, token_url) = match provider {
-                        ProviderType::Avaya => (self.avaya.base_url(), Some(self.avaya.token_url())),
-                        ProviderType::Vonage => (self.vonage.base_url(), Some(self.vonage.token_url())),
-                        ProviderType::Authvia => (self.authvia.base_url(), None),
-                    };
-                    if let Some(settings) = spec.get_mut(block).and_then(Value::as_object_mut) {
-                        if token_url.is_some() {
-                            settings.clear();
-                        }
-                        settings.insert("baseUrl".into(), json!(base_url));
-                        if let Some(token_url) = token_url {
-                            settings.insert("tokenUrl".into(), json!(token_url));
-                        }
-                    }
-                }
-            }
             let Some((resource, namespaced)) = api_resource(&doc) else {
                 return Err(SandboxError::Apply {
                     what: format!("{kind} {name}"),
@@ -320,6 +298,30 @@ impl Sandbox {
                 .map_err(apply_error(format!("{kind} {name}")))?;
         }
         Ok(())
+    }
+
+    /// The providers' own hosts, redirected to the simulators: the examples are applied exactly as written
+    /// (customerId, region, the default AuthVia API), and no other override host is allowed.
+    fn redirects(&self) -> EndpointPolicy {
+        let mut redirects = Vec::new();
+        for provider in ProviderType::ALL {
+            // Exhaustive: a new provider must say where its simulator is.
+            let simulator = match provider {
+                ProviderType::Avaya => self.avaya.base_url(),
+                ProviderType::Vonage => self.vonage.base_url(),
+                ProviderType::Authvia => self.authvia.base_url(),
+            };
+            let url = reqwest::Url::parse(&simulator).expect("simulator URL");
+            let to = Origin::parse(&url.origin().ascii_serialization()).expect("simulator origin");
+            for domain in own_domains(provider) {
+                let from = Origin::parse(&format!("https://*.{domain}")).expect("provider domain");
+                redirects.push((from, to.clone()));
+            }
+        }
+        EndpointPolicy {
+            allowed_origins: Vec::new(),
+            redirects,
+        }
     }
 
     /// What a delivery to a path must prove: read from the subscriptions and Secrets in the store, so a
@@ -470,6 +472,7 @@ impl Sandbox {
         let mut config = Config::new(OPERATOR_NAMESPACE, Arc::new(SystemClock));
         config.drift_interval = Duration::from_secs(60);
         config.instance = "sandbox".into();
+        config.endpoints = self.redirects();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let client = self.emulator.client();
         let controller = tokio::spawn(controller::run(client, config, async {

@@ -12,6 +12,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use webhook_operator::api::{WebhookProvider, WebhookSubscription, crds};
 use webhook_operator::clock::SystemClock;
+use webhook_operator::controller::endpoints::Origin;
 use webhook_operator::controller::{self, Config};
 use webhook_operator::sandbox::providers::avaya::AvayaSimulator;
 use webhook_operator::sandbox::providers::vonage::VonageSimulator;
@@ -100,6 +101,10 @@ async fn against_a_real_cluster() {
 
     let mut config = Config::new("webhook-operator", Arc::new(SystemClock));
     config.drift_interval = Duration::from_secs(600);
+    config.endpoints.allowed_origins = [avaya.base_url(), vonage.base_url()]
+        .iter()
+        .map(|u| Origin::parse(&reqwest::Url::parse(u).unwrap().origin().ascii_serialization()).unwrap())
+        .collect();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let controller = tokio::spawn(controller::run(client.clone(), config, async {
         let _ = stopped.await;

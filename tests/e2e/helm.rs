@@ -55,6 +55,8 @@ fn chart_lints_renders_and_matches_the_generated_crds() {
         "--include-crds",
         "--set",
         "driftCheckInterval=2m",
+        "--set",
+        "allowedOverrideOrigins={http://webhook-double.test:8080}",
     ])
     .unwrap();
     let docs: Vec<Value> = serde_saphyr::from_multiple(&rendered).unwrap();
@@ -85,6 +87,10 @@ fn chart_lints_renders_and_matches_the_generated_crds() {
     assert_eq!(args[0], "run");
     assert!(args.contains(&"--drift-check-interval=2m"), "{args:?}");
     assert!(args.contains(&"--leader-election"), "{args:?}");
+    assert!(
+        args.contains(&"--allow-override-origin=http://webhook-double.test:8080"),
+        "{args:?}"
+    );
     let lease_role = of_kind("Role").next().expect("a Role for the Lease");
     assert_eq!(lease_role["metadata"]["namespace"], "webhook-operator");
     let lease_verbs = rules_for(lease_role, "coordination.k8s.io", "leases");

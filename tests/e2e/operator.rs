@@ -721,6 +721,11 @@ async fn the_run_command_reconciles_and_serves_metrics() {
             "--kubeconfig",
         ])
         .arg(&kubeconfig)
+        .args(
+            env.simulator_origins()
+                .iter()
+                .flat_map(|o| ["--allow-override-origin".to_string(), o.to_string()]),
+        )
         .kill_on_drop(true)
         .stderr(std::fs::File::create(dir.join("operator.log")).unwrap())
         .spawn()
@@ -1049,4 +1054,52 @@ async fn wrong_credentials_are_noticed_at_once_by_the_provider_and_its_subscript
     )
     .await;
     env.wait_ready("creds").await;
+}
+
+#[tokio::test]
+async fn credentials_are_never_sent_to_a_host_the_tenant_chose() {
+    let mut env = Env::start(Duration::from_secs(600)).await;
+    // A tenant points a provider at a host of its own (here the receiver, which records every request),
+    // over plain http, with the account's real credentials.
+    let trap = env.receiver.url();
+    env.put(
+        GROUP,
+        "v1alpha1",
+        "webhookproviders",
+        NS,
+        json!({
+            "apiVersion": "webhook-operator.dev/v1alpha1", "kind": "WebhookProvider",
+            "metadata": {"name": "exfiltrate", "namespace": NS},
+            "spec": {"vonage": {"baseUrl": format!("{trap}/webhooks"), "tokenUrl": format!("{trap}/token")},
+                     "credentialsSecretRef": {"name": "vonage-credentials"}}
+        }),
+    );
+    env.start_controller();
+    env.create_sub(Sub::vonage("exfil", "/vonage/exfil").provider("exfiltrate"))
+        .await;
+    let s = env.wait_condition("exfil", "Ready", "False", "ProviderNotReady").await;
+    let message = condition(&s, "Ready").unwrap().2;
+    assert!(
+        message.contains("spec.vonage.baseUrl") && message.contains("is refused"),
+        "{message}"
+    );
+    assert!(message.contains("--allow-override-origin"), "{message}");
+    let providers: Api<webhook_operator::api::WebhookProvider> = Api::namespaced(env.client.clone(), NS);
+    let refused = eventually("provider not Ready", WAIT, Duration::from_millis(50), || async {
+        providers
+            .get("exfiltrate")
+            .await
+            .ok()?
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready" && c.status == "False")
+    })
+    .await;
+    assert!(refused.message.contains("is refused"), "{refused:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        env.receiver.deliveries().is_empty(),
+        "nothing reached the tenant's host"
+    );
 }

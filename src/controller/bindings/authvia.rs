@@ -8,18 +8,30 @@ use serde_json::{Map, Value};
 
 use super::Rotation;
 use crate::api::{AuthViaProvider, AuthViaSubscription};
+use crate::controller::endpoints::EndpointPolicy;
 use crate::controller::error::{ConfigError, ReconcileError};
 use crate::controller::observe::SecretReader;
 use crate::providers::authvia::{AuthviaClient, DEFAULT_BASE_URL};
-use crate::providers::{AccountConfig, AuthviaDesired, DesiredSpec, Field, WebhookApi};
+use crate::providers::{AccountConfig, AuthviaDesired, DesiredSpec, Field, ProviderType, WebhookApi};
 
-/// The account's client: the public API (or the override), tokens at `<base>/tokens`.
+/// The account's client: the public API (or the override, checked by `endpoints`), tokens at
+/// `<base>/tokens`.
 pub fn client(
     p: &AuthViaProvider,
+    endpoints: &EndpointPolicy,
     account: impl FnOnce(String, String) -> AccountConfig,
 ) -> Result<Arc<dyn WebhookApi>, ConfigError> {
-    let base = p.base_url.clone().unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
-    let token = AuthviaClient::token_url(&base);
+    let (base, overridden) = match &p.base_url {
+        Some(base) => (base.clone(), true),
+        None => (DEFAULT_BASE_URL.to_string(), false),
+    };
+    let token = endpoints.resolve(
+        ProviderType::Authvia,
+        "spec.authvia.baseUrl",
+        &AuthviaClient::token_url(&base),
+        overridden,
+    )?;
+    let base = endpoints.resolve(ProviderType::Authvia, "spec.authvia.baseUrl", &base, overridden)?;
     let scopes = (!p.scopes.is_empty()).then(|| p.scopes.join(" "));
     Ok(Arc::new(AuthviaClient::new(
         account(base, token),

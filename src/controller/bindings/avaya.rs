@@ -5,26 +5,33 @@ use std::sync::Arc;
 
 use super::Rotation;
 use crate::api::{AvayaProvider, AvayaSubscription};
+use crate::controller::endpoints::EndpointPolicy;
 use crate::controller::error::{ConfigError, ReconcileError};
 use crate::controller::observe::SecretReader;
 use crate::providers::avaya::{AvayaClient, urls_for_customer};
-use crate::providers::{AccountConfig, AvayaDesired, DesiredSpec, Field, WebhookApi};
+use crate::providers::{AccountConfig, AvayaDesired, DesiredSpec, Field, ProviderType, WebhookApi};
 
-/// The tenant's client: URLs derived from `customerId`, or both overrides.
+/// The tenant's client: URLs derived from `customerId`, or both overrides (checked by `endpoints`).
 pub fn client(
     p: &AvayaProvider,
     display: &str,
+    endpoints: &EndpointPolicy,
     account: impl FnOnce(String, String) -> AccountConfig,
 ) -> Result<Arc<dyn WebhookApi>, ConfigError> {
-    let (base, token) = match (&p.customer_id, &p.base_url, &p.token_url) {
-        (Some(customer), _, _) => urls_for_customer(customer),
-        (None, Some(base), Some(token)) => (base.clone(), token.clone()),
+    let (base, token, overridden) = match (&p.customer_id, &p.base_url, &p.token_url) {
+        (Some(customer), _, _) => {
+            let (base, token) = urls_for_customer(customer);
+            (base, token, false)
+        }
+        (None, Some(base), Some(token)) => (base.clone(), token.clone(), true),
         _ => {
             return Err(ConfigError::provider(format!(
                 "{display}: set spec.avaya.customerId, or both baseUrl and tokenUrl"
             )));
         }
     };
+    let base = endpoints.resolve(ProviderType::Avaya, "spec.avaya.baseUrl", &base, overridden)?;
+    let token = endpoints.resolve(ProviderType::Avaya, "spec.avaya.tokenUrl", &token, overridden)?;
     Ok(Arc::new(AvayaClient::new(account(base, token))))
 }
 

@@ -10,6 +10,7 @@ pub mod vonage;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use super::endpoints::EndpointPolicy;
 use super::error::{ConfigError, ReconcileError};
 use super::observe::SecretReader;
 use crate::api::{
@@ -96,12 +97,13 @@ pub fn provider_block<'a>(
 pub fn client(
     block: ProviderBlock<'_>,
     display: &str,
+    endpoints: &EndpointPolicy,
     account: impl FnOnce(String, String) -> AccountConfig,
 ) -> Result<Arc<dyn WebhookApi>, ConfigError> {
     match block {
-        ProviderBlock::Avaya(p) => avaya::client(p, display, account),
-        ProviderBlock::Vonage(p) => vonage::client(p, display, account),
-        ProviderBlock::Authvia(p) => authvia::client(p, account),
+        ProviderBlock::Avaya(p) => avaya::client(p, display, endpoints, account),
+        ProviderBlock::Vonage(p) => vonage::client(p, display, endpoints, account),
+        ProviderBlock::Authvia(p) => authvia::client(p, endpoints, account),
     }
 }
 

@@ -7,29 +7,34 @@ use kube::ResourceExt;
 
 use super::Rotation;
 use crate::api::{SecretKeySelector, SigningSecretSource, VonageProvider, VonageSubscription, WebhookSubscription};
+use crate::controller::endpoints::EndpointPolicy;
 use crate::controller::error::{ConfigError, ReconcileError};
 use crate::controller::observe::SecretReader;
 use crate::providers::vonage::{VonageClient, urls_for_region};
-use crate::providers::{AccountConfig, DesiredSpec, Field, VonageDesired, WebhookApi};
+use crate::providers::{AccountConfig, DesiredSpec, Field, ProviderType, VonageDesired, WebhookApi};
 
-/// The account's client: URLs of the region, or both overrides.
+/// The account's client: URLs of the region, or both overrides (checked by `endpoints`).
 pub fn client(
     p: &VonageProvider,
     display: &str,
+    endpoints: &EndpointPolicy,
     account: impl FnOnce(String, String) -> AccountConfig,
 ) -> Result<Arc<dyn WebhookApi>, ConfigError> {
-    let (base, token) = match (&p.region, &p.base_url, &p.token_url) {
+    let (base, token, overridden) = match (&p.region, &p.base_url, &p.token_url) {
         (Some(region), _, _) => {
             let region = serde_json::to_value(region).ok();
-            urls_for_region(region.as_ref().and_then(|r| r.as_str()).unwrap_or("emea"))
+            let (base, token) = urls_for_region(region.as_ref().and_then(|r| r.as_str()).unwrap_or("emea"));
+            (base, token, false)
         }
-        (None, Some(base), Some(token)) => (base.clone(), token.clone()),
+        (None, Some(base), Some(token)) => (base.clone(), token.clone(), true),
         _ => {
             return Err(ConfigError::provider(format!(
                 "{display}: set spec.vonage.region, or both baseUrl and tokenUrl"
             )));
         }
     };
+    let base = endpoints.resolve(ProviderType::Vonage, "spec.vonage.baseUrl", &base, overridden)?;
+    let token = endpoints.resolve(ProviderType::Vonage, "spec.vonage.tokenUrl", &token, overridden)?;
     Ok(Arc::new(VonageClient::new(account(base, token))))
 }
 

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use webhook_operator::api::{WebhookSubscription, crds};
 use webhook_operator::clock::SystemClock;
+use webhook_operator::controller::endpoints::Origin;
 use webhook_operator::controller::{self, Config, Context};
 use webhook_operator::sandbox::kube::{Emulator, EmulatorOptions};
 use webhook_operator::sandbox::providers::authvia::AuthviaSimulator;
@@ -86,6 +87,14 @@ impl Env {
         env
     }
 
+    /// The simulators' origins, which the tests' providers override their URLs with.
+    pub fn simulator_origins(&self) -> Vec<Origin> {
+        [self.avaya.base_url(), self.vonage.base_url(), self.authvia.base_url()]
+            .iter()
+            .map(|u| Origin::parse(&reqwest::Url::parse(u).unwrap().origin().ascii_serialization()).unwrap())
+            .collect()
+    }
+
     /// A tenant namespace (created unless it is the default one) with the three providers' credentials and
     /// a WebhookProvider per simulator, all on the same provider accounts.
     pub fn tenant(&self, ns: &str) {
@@ -154,6 +163,7 @@ impl Env {
         config.drift_interval = Duration::from_secs(3600);
         config.provider_check_interval = Duration::from_secs(3600);
         config.retry.base_delay = Duration::from_millis(50);
+        config.endpoints.allowed_origins = self.simulator_origins();
         let (tx, rx) = oneshot::channel::<()>();
         let context = Context::new(self.client.clone(), config);
         self.context = Some(context.clone());
