@@ -18,6 +18,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the size of the `run` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller against a cluster (in-cluster configuration, $KUBECONFIG or --kubeconfig).
@@ -48,6 +50,21 @@ enum Command {
         /// This replica's identity in the Lease.
         #[arg(long, env = "POD_NAME", default_value = "webhook-operator")]
         leader_election_id: String,
+        /// The Lease's namespace (default: --cluster-resource-namespace).
+        #[arg(long, value_name = "NS")]
+        leader_election_namespace: Option<String>,
+        /// The Lease's name.
+        #[arg(long, default_value = "webhook-operator")]
+        leader_election_name: String,
+        /// How long the Lease is valid without renewal.
+        #[arg(long, default_value = "15s", value_parser = parse_duration)]
+        leader_election_lease_duration: Duration,
+        /// How long a leader goes on acting without a renewal (shorter than the lease duration).
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        leader_election_renew_deadline: Duration,
+        /// How often the leader renews and followers try.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        leader_election_retry_period: Duration,
         /// An origin (scheme://host[:port], plain http included) that a provider's baseUrl/tokenUrl
         /// override may name besides the provider's own https hosts (repeatable). Credentials are sent
         /// there: allow only endpoints you trust, such as a test double or an egress proxy.
@@ -107,6 +124,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             log_format,
             leader_election,
             leader_election_id,
+            leader_election_namespace,
+            leader_election_name,
+            leader_election_lease_duration,
+            leader_election_renew_deadline,
+            leader_election_retry_period,
             allow_override_origins,
         } => {
             webhook_operator::telemetry::init_logging("info,kube_runtime=warn", log_format == "json");
@@ -118,13 +140,20 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             config.provider_check_interval = provider_check_interval;
             config.instance = leader_election_id.clone();
             config.endpoints.allowed_origins = allow_override_origins;
-            let election = leader_election.then(|| {
-                webhook_operator::controller::leader::Election::new(
-                    &cluster_resource_namespace,
-                    "webhook-operator",
+            let election = if leader_election {
+                let mut election = webhook_operator::controller::leader::Election::new(
+                    leader_election_namespace.as_deref().unwrap_or(&cluster_resource_namespace),
+                    &leader_election_name,
                     &leader_election_id,
-                )
-            });
+                );
+                election.lease_duration = leader_election_lease_duration;
+                election.renew_deadline = leader_election_renew_deadline;
+                election.retry_period = leader_election_retry_period;
+                election.validate().map_err(anyhow::Error::msg)?;
+                Some(election)
+            } else {
+                None
+            };
             run_controller(kubeconfig, config, metrics_addr, election)
         }
         Command::Crds { output_dir } => print_crds(output_dir),
@@ -206,10 +235,14 @@ fn run_controller(
                 webhook_operator::telemetry::health().set_ready();
                 let clock = config.clock.clone();
                 let leader_client = client.clone();
+                let guard = webhook_operator::controller::leader::LeaderGuard::new();
+                let mut config = config;
+                config.leadership = Some(guard.clone());
                 webhook_operator::controller::leader::run_elected(
                     leader_client,
                     election,
                     clock,
+                    guard,
                     webhook_operator::controller::shutdown_signal(),
                     move |stop| async move {
                         webhook_operator::controller::run(client, config, async {

@@ -14,6 +14,7 @@ use secrecy::SecretString;
 use super::accounts::ProviderRegistry;
 use super::claims::{ClaimIndex, LiveClaims, RecentClaims};
 use super::endpoints::EndpointPolicy;
+use super::leader::LeaderGuard;
 use super::error::ReconcileError;
 use super::observe::{self, MANAGER, ProviderSettings};
 use super::plan::{Gate, OwnAnnotations};
@@ -40,6 +41,8 @@ pub struct Config {
     pub instance: String,
     /// Where provider credentials may be sent.
     pub endpoints: EndpointPolicy,
+    /// With leader election: whether this replica may act now (every write checks it).
+    pub leadership: Option<Arc<LeaderGuard>>,
 }
 
 impl Config {
@@ -53,6 +56,7 @@ impl Config {
             retry: RetryPolicy::default(),
             instance: std::env::var("POD_NAME").unwrap_or_else(|_| "webhook-operator".into()),
             endpoints: EndpointPolicy::default(),
+            leadership: None,
         }
     }
 }
@@ -158,6 +162,12 @@ impl Context {
             claims: Mutex::new(None),
             recent_claims: Arc::default(),
         })
+    }
+
+    /// Whether this replica may write now: always without leader election; with it, only while its last
+    /// Lease renewal is within the renew deadline (a leader that was stopped and resumes must not act).
+    pub fn may_act(&self) -> bool {
+        self.config.leadership.as_ref().is_none_or(|g| g.is_valid())
     }
 
     /// Gives the context the controller's view of every subscription (for claims).

@@ -51,6 +51,9 @@ use plan::{Deletion, Facts, Leak, Wake};
 use report::{Cleanup, GateChange, Outcome, Pass, Report};
 use status::condition_state;
 
+/// How soon a pass that found this replica without the right to act looks again.
+const LEADERSHIP_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Reconciles one subscription (the finalizer protects remote cleanup).
 pub async fn reconcile(sub: Arc<WebhookSubscription>, ctx: Arc<Context>) -> Result<Requeue, ControllerError> {
     let started = std::time::Instant::now();
@@ -155,6 +158,10 @@ async fn converge(
     if let Some(wake) = plan::held(state.gate.as_ref(), &inputs, pass.now) {
         return Outcome::Held(wake);
     }
+    // Act only while this replica may (a deposed or resumed leader writes nothing).
+    if !ctx.may_act() {
+        return Outcome::Held(Wake::After(LEADERSHIP_RECHECK));
+    }
     // Act: signing secrets this pass generated are stored before anything uses them.
     let mut done = Vec::new();
     if let Err(e) = act::store_generated(&ctx.client, sub, &to_generate, &mut done).await {
@@ -202,6 +209,9 @@ async fn converge(
 
     // Plan: what to change; act: change it.
     let action = plan::decide(&facts, &desired, observation);
+    if !ctx.may_act() {
+        return Outcome::Held(Wake::After(LEADERSHIP_RECHECK));
+    }
     let acted = act::run(&ctx.client, sub, api.as_ref(), &facts, &desired, action).await;
     done.extend(acted.done);
     match acted.result {
@@ -354,6 +364,12 @@ async fn delete_remote(
             }
         }
     };
+    if !ctx.may_act() {
+        return Err(ReconcileError::Blocked {
+            reason: Reason::Unavailable,
+            message: "not the leader now; the deletion is retried".into(),
+        });
+    }
     let result = act::delete(api.as_ref(), &target).await;
     Ok(Cleanup::DeleteAnswered {
         provider: api.provider(),

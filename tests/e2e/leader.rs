@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use webhook_operator::clock::{SharedClock, SystemClock};
-use webhook_operator::controller::leader::{Election, LeadershipLost, run_elected};
+use webhook_operator::controller::leader::{Election, LeaderGuard, LeadershipLost, run_elected};
 use webhook_operator::sandbox::kube::{ApiError, Emulator, EmulatorOptions, FaultAction, FaultRule};
 
 use crate::support::poll::eventually;
@@ -35,19 +35,29 @@ fn contend(
     let client = emu.client();
     let clock: SharedClock = Arc::new(SystemClock);
     let name = identity.to_string();
+    let guard = LeaderGuard::new();
     let task = tokio::spawn(run_elected(
         client,
         election(identity),
         clock,
+        guard.clone(),
         async {
             let _ = stopped.await;
         },
         move |until| async move {
+            // Counted down when the leading task ends, gracefully or aborted.
+            struct Leading(Arc<AtomicUsize>);
+            impl Drop for Leading {
+                fn drop(&mut self) {
+                    self.0.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
             let now = leading.fetch_add(1, Ordering::SeqCst) + 1;
+            let _leading = Leading(leading);
             max.fetch_max(now, Ordering::SeqCst);
+            assert!(guard.is_valid(), "the leader acts with a valid guard");
             log.lock().unwrap().push(name);
             let _ = until.await;
-            leading.fetch_sub(1, Ordering::SeqCst);
         },
     ));
     Contender { stop, task }
