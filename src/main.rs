@@ -228,7 +228,17 @@ fn run_controller(
         tracing::info!(namespace = %config.operator_namespace, "webhook-operator starting");
         match election {
             None => {
-                webhook_operator::controller::run(client, config, webhook_operator::controller::shutdown_signal()).await
+                let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let asked_by_signal = asked.clone();
+                webhook_operator::controller::run(client, config, async move {
+                    webhook_operator::controller::shutdown_signal().await;
+                    asked_by_signal.store(true, std::sync::atomic::Ordering::SeqCst);
+                })
+                .await;
+                // The controllers end only when asked to; anything else must not look like success.
+                if !asked.load(std::sync::atomic::Ordering::SeqCst) {
+                    anyhow::bail!("the controller stopped without being asked to");
+                }
             }
             Some(election) => {
                 // A follower is healthy and ready to take over; only the leader acts.

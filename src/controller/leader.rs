@@ -243,8 +243,21 @@ where
         let deadline = renewed_at + election.renew_deadline;
         tokio::select! {
             _ = &mut shutdown => break Ok(()),
-            _ = tokio::time::sleep_until(deadline) => break Err(LeadershipLost),
+            _ = tokio::time::sleep_until(deadline) => break Err(LeadershipLost::Lease),
             _ = tokio::time::sleep(election.retry_period) => {}
+            // The controllers must never end while leading: holding the Lease with nothing acting would
+            // stop every tenant. Give the Lease up and let the process exit.
+            ended = &mut leading => {
+                let why = match ended {
+                    Ok(()) => "it returned".to_string(),
+                    Err(e) if e.is_panic() => "it panicked".to_string(),
+                    Err(e) => e.to_string(),
+                };
+                guard.revoke();
+                let _ = release(&api, &election).await;
+                tracing::error!(reason = %why, "the controller stopped while leading; released the lease");
+                return Err(LeadershipLost::ControllerEnded(why));
+            }
         }
         let attempt_started = Instant::now();
         match tokio::time::timeout_at(deadline, try_acquire_or_renew(&api, &election, &clock, &mut observed)).await {
@@ -252,9 +265,9 @@ where
                 renewed_at = attempt_started;
                 guard.extend(attempt_started + election.renew_deadline);
             }
-            Ok(Ok(Attempt::Following)) => break Err(LeadershipLost),
+            Ok(Ok(Attempt::Following)) => break Err(LeadershipLost::Lease),
             Ok(Err(e)) => tracing::warn!(error = %e, "leader election: renewal failed"),
-            Err(_) => break Err(LeadershipLost),
+            Err(_) => break Err(LeadershipLost::Lease),
         }
     };
     match outcome {
@@ -277,10 +290,16 @@ where
     outcome
 }
 
-/// Leadership was lost while acting.
+/// Why a leader stopped leading before it was asked to.
 #[derive(Debug, thiserror::Error)]
-#[error("lost the leader lease")]
-pub struct LeadershipLost;
+pub enum LeadershipLost {
+    /// The Lease could not be renewed in time, or another replica holds it.
+    #[error("lost the leader lease")]
+    Lease,
+    /// The controllers ended while leading (the Lease was released).
+    #[error("the controller stopped while leading ({0})")]
+    ControllerEnded(String),
+}
 
 #[cfg(test)]
 mod tests {

@@ -117,3 +117,29 @@ async fn one_leader_hand_over_and_step_down() {
     assert!(c.task.await.unwrap().is_ok());
     assert_eq!(holder(&emu), None, "released");
 }
+
+#[tokio::test]
+async fn a_controller_that_ends_while_leading_gives_the_lease_up() {
+    let emu = Emulator::start(EmulatorOptions::default()).await.unwrap();
+    let clock: SharedClock = Arc::new(SystemClock);
+    let guard = LeaderGuard::new();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(5),
+        run_elected(
+            emu.client(),
+            election("replica-a"),
+            clock,
+            guard.clone(),
+            std::future::pending::<()>(),
+            |_stop| async { panic!("a bug in the controller") },
+        ),
+    )
+    .await
+    .expect("does not hang on to the lease");
+    assert!(
+        matches!(&outcome, Err(LeadershipLost::ControllerEnded(why)) if why == "it panicked"),
+        "{outcome:?}"
+    );
+    assert!(!guard.is_valid());
+    assert_eq!(holder(&emu), None, "released, so a follower takes over at once");
+}
