@@ -4,6 +4,8 @@
 pub mod api;
 pub mod clock;
 pub mod controller;
+#[cfg(test)]
+mod fuzz;
 pub mod providers;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;

@@ -142,7 +142,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             config.endpoints.allowed_origins = allow_override_origins;
             let election = if leader_election {
                 let mut election = webhook_operator::controller::leader::Election::new(
-                    leader_election_namespace.as_deref().unwrap_or(&cluster_resource_namespace),
+                    leader_election_namespace
+                        .as_deref()
+                        .unwrap_or(&cluster_resource_namespace),
                     &leader_election_name,
                     &leader_election_id,
                 );

@@ -140,4 +140,32 @@ mod tests {
         assert!(!Annotations::parse(&no).paused && Annotations::parse(&no).problems.is_empty());
         assert!(annotation::PAUSED.starts_with(crate::api::ANNOTATION_PREFIX));
     }
+
+    #[test]
+    fn any_annotation_values_parse_or_are_reported() {
+        let mut g = crate::fuzz::Gen::new(2);
+        let names = [
+            annotation::PAUSED,
+            annotation::DRIFT_CHECK_INTERVAL,
+            annotation::EXTERNAL_ID,
+            annotation::CREATE_PENDING,
+            annotation::RECONCILE_REQUESTED_AT,
+            annotation::RENEW_REQUESTED_AT,
+        ];
+        let pieces = ["true", "false", "TRUE", "yes", "1", "5m", "h", "9", "-", " ", ""];
+        for _ in 0..crate::fuzz::CASES {
+            let map: BTreeMap<String, String> = (0..3)
+                .map(|_| (g.pick(&names).to_string(), g.text(&pieces, 4)))
+                .collect();
+            let parsed = Annotations::parse(&map);
+            if let Some(d) = parsed.drift_check_interval {
+                assert!((MIN_DRIFT_CHECK_INTERVAL..=MAX_DRIFT_CHECK_INTERVAL).contains(&d));
+            }
+            // An unclear pause is never taken as "resume".
+            let paused = map.get(annotation::PAUSED).filter(|v| !v.is_empty());
+            if paused.is_some_and(|v| !v.eq_ignore_ascii_case("false")) {
+                assert!(parsed.paused, "{map:?}");
+            }
+        }
+    }
 }

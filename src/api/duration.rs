@@ -98,6 +98,29 @@ mod tests {
     }
 
     #[test]
+    fn any_text_parses_or_is_refused_and_sums_round_trip() {
+        let mut g = crate::fuzz::Gen::new(1);
+        let pieces = [
+            "1", "0", ".", "5", "h", "m", "s", "ms", "us", "µs", "ns", "-", " ", "+", "e",
+        ];
+        for _ in 0..crate::fuzz::CASES {
+            let text = g.text(&pieces, 10);
+            if let Ok(d) = parse_go_duration(&text) {
+                assert!(d <= MAX_DURATION, "{text:?}");
+            }
+        }
+        // Property: "<h>h<m>m<s>s" is h·3600 + m·60 + s seconds.
+        for seed in 0..crate::fuzz::CASES as u64 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let (h, m, s) = (rng.u64(..100_000), rng.u64(..100_000), rng.u64(..100_000));
+            assert_eq!(
+                parse_go_duration(&format!("{h}h{m}m{s}s")),
+                Ok(Duration::from_secs(h * 3600 + m * 60 + s))
+            );
+        }
+    }
+
+    #[test]
     fn any_length_of_digits_is_an_error_not_a_panic() {
         for text in [
             "99999999999999999999h",

@@ -218,4 +218,35 @@ mod tests {
         assert!(Origin::parse("https://x:99999").is_err());
         assert!(Origin::parse("api.example.com").is_err());
     }
+
+    #[test]
+    fn any_url_is_judged_without_panicking_and_never_leaves_the_allowed_hosts() {
+        let p = EndpointPolicy::default();
+        let mut g = crate::fuzz::Gen::new(3);
+        let pieces = [
+            "https://",
+            "http://",
+            "api.authvia.com",
+            "authvia.com",
+            ".evil",
+            "@",
+            ":443",
+            "/v3",
+            "%2e",
+            "[::1]",
+            "\\",
+            "#",
+        ];
+        for _ in 0..crate::fuzz::CASES {
+            let url = g.text(&pieces, 6);
+            let _ = Origin::parse(&url);
+            if let Ok(resolved) = p.resolve(ProviderType::Authvia, "spec.authvia.baseUrl", &url, true) {
+                let host = Url::parse(&resolved).unwrap().host_str().unwrap_or("").to_string();
+                assert!(
+                    resolved.starts_with("https://") && (host == "authvia.com" || host.ends_with(".authvia.com")),
+                    "{url:?} → {resolved}"
+                );
+            }
+        }
+    }
 }

@@ -273,7 +273,10 @@ where
     match outcome {
         Ok(()) => {
             let _ = stop_tx.send(());
-            if tokio::time::timeout(election.renew_deadline, &mut leading).await.is_err() {
+            if tokio::time::timeout(election.renew_deadline, &mut leading)
+                .await
+                .is_err()
+            {
                 leading.abort();
             }
             guard.revoke();
@@ -331,7 +334,10 @@ mod tests {
         guard.extend(Instant::now() + Duration::from_secs(10));
         assert!(guard.is_valid());
         tokio::time::advance(Duration::from_secs(10)).await;
-        assert!(!guard.is_valid(), "a stopped (SIGSTOP) leader resumes without the right to act");
+        assert!(
+            !guard.is_valid(),
+            "a stopped (SIGSTOP) leader resumes without the right to act"
+        );
     }
 
     #[test]

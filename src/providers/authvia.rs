@@ -284,3 +284,31 @@ impl WebhookApi for AuthviaClient {
         &[Field::Endpoint, Field::EventType]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fuzz::{CASES, Gen};
+
+    #[test]
+    fn any_response_body_is_read_without_panicking() {
+        let keys = [
+            "id",
+            "type",
+            "destination",
+            "description",
+            "timeout",
+            "attempts",
+            "autoDisable",
+            "disableCallbackURL",
+            "disabled",
+            "conditions",
+            "headers",
+            "secret",
+        ];
+        let mut g = Gen::new(41);
+        for _ in 0..CASES {
+            let _ = remote_from(&g.json(&keys, 3));
+        }
+    }
+}

@@ -63,22 +63,9 @@ impl AvayaClient {
         format!("{}{path}", self.base_url)
     }
 
-    /// `links.next` as an absolute URL (the API gives paths such as `/api/events/v1/subscriptions?...`).
-    fn absolute(&self, link: &str) -> String {
-        if link.starts_with("http://") || link.starts_with("https://") {
-            return link.to_string();
-        }
-        let origin_end = self
-            .base_url
-            .find("://")
-            .and_then(|scheme| self.base_url[scheme + 3..].find('/').map(|p| p + scheme + 3))
-            .unwrap_or(self.base_url.len());
-        format!("{}{link}", &self.base_url[..origin_end])
-    }
-
     fn parse(&self, reply: &Reply, operation: &'static str) -> Result<Remote> {
         let value: Value = reply.parse(PROVIDER, operation)?;
-        remote_from(&value, &self.api).ok_or_else(|| {
+        remote_from(&value, self.api.clock().now()).ok_or_else(|| {
             ProviderError::new(
                 ErrorKind::Transient,
                 PROVIDER,
@@ -97,8 +84,23 @@ fn avaya(desired: &Desired) -> Result<&super::AvayaDesired> {
     Ok(spec)
 }
 
-/// A `Subscription` body in the operator's terms; the echoed token becomes a fingerprint.
-fn remote_from(value: &Value, api: &ApiClient) -> Option<Remote> {
+/// `links.next` as a URL to request, with the bearer token: a path (what the API gives, such as
+/// `/api/events/v1/subscriptions?...`) at the API's own origin, or an absolute URL at that same origin.
+/// Anything else is refused: a link must never carry the token to another host.
+fn next_page_url(base_url: &str, link: &str) -> std::result::Result<String, String> {
+    let base = reqwest::Url::parse(base_url).map_err(|_| "the API base URL is not absolute".to_string())?;
+    let next = base.join(link).map_err(|_| "links.next is not a URL".to_string())?;
+    if next.origin() != base.origin() {
+        return Err(
+            "links.next points at another host; the listing was stopped rather than send the token there".into(),
+        );
+    }
+    Ok(next.to_string())
+}
+
+/// A `Subscription` body in the operator's terms; the echoed token becomes a fingerprint. `now` turns
+/// `expiresIn` into an expiry (an `expiresIn` too large for a timestamp is ignored, not trusted).
+fn remote_from(value: &Value, now: jiff::Timestamp) -> Option<Remote> {
     let id = value["subscriptionId"].as_str()?.to_string();
     let transport = &value["transport"];
     let mut fields = BTreeMap::new();
@@ -123,7 +125,7 @@ fn remote_from(value: &Value, api: &ApiClient) -> Option<Remote> {
     // `expiresIn` is computed when the response is built: the only reliable source of the expiry.
     let expires_at = value["expiresIn"]
         .as_i64()
-        .map(|seconds| api.clock().now() + jiff::SignedDuration::from_secs(seconds))
+        .and_then(|seconds| now.checked_add(jiff::SignedDuration::from_secs(seconds)).ok())
         .or_else(|| value["expiresAt"].as_str().and_then(|s| s.parse().ok()));
     Some(Remote {
         id,
@@ -200,12 +202,15 @@ impl WebhookApi for AvayaClient {
                 let reply = self.api.get("list", url.clone()).await?;
                 let page: Value = reply.parse(PROVIDER, "list")?;
                 for item in page["subscriptions"].as_array().into_iter().flatten() {
-                    if let Some(remote) = remote_from(item, &self.api) {
+                    if let Some(remote) = remote_from(item, self.api.clock().now()) {
                         all.push(remote);
                     }
                 }
                 match page["links"]["next"].as_str().filter(|n| !n.is_empty()) {
-                    Some(next) => url = self.absolute(next),
+                    Some(next) => {
+                        url = next_page_url(&self.base_url, next)
+                            .map_err(|why| ProviderError::new(ErrorKind::Transient, PROVIDER, "list", why))?
+                    }
                     None => break,
                 }
             }
@@ -263,5 +268,90 @@ impl WebhookApi for AvayaClient {
         // Avaya has no name or idempotency key: the same endpoint with the same families and events is
         // taken to be the same subscription.
         &[Field::Endpoint, Field::Families, Field::Events]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fuzz::{CASES, Gen};
+
+    #[test]
+    fn pages_are_followed_only_at_the_apis_own_origin() {
+        let base = "https://core.t.ec.avayacloud.com/api/events/v1";
+        assert_eq!(
+            next_page_url(base, "/api/events/v1/subscriptions?pageNumber=2").unwrap(),
+            "https://core.t.ec.avayacloud.com/api/events/v1/subscriptions?pageNumber=2"
+        );
+        assert!(
+            next_page_url(
+                base,
+                "https://core.t.ec.avayacloud.com/api/events/v1/subscriptions?pageNumber=3"
+            )
+            .is_ok()
+        );
+        for hostile in [
+            "https://evil.example/steal",
+            "//evil.example/steal",
+            "http://core.t.ec.avayacloud.com/api/events/v1/subscriptions",
+            "https://core.t.ec.avayacloud.com:8443/x",
+        ] {
+            assert!(next_page_url(base, hostile).is_err(), "{hostile}");
+        }
+    }
+
+    #[test]
+    fn any_response_body_is_read_without_panicking() {
+        let now: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let keys = [
+            "subscriptionId",
+            "transport",
+            "endpoint",
+            "family",
+            "events",
+            "method",
+            "authToken",
+            "authTokenHeader",
+            "expiresIn",
+            "expiresAt",
+            "status",
+        ];
+        let mut g = Gen::new(11);
+        for _ in 0..CASES {
+            let _ = remote_from(&g.json(&keys, 3), now);
+        }
+        let huge = serde_json::json!({"subscriptionId": "s", "expiresIn": i64::MAX});
+        assert_eq!(
+            remote_from(&huge, now).unwrap().expires_at,
+            None,
+            "an absurd expiresIn is not trusted"
+        );
+        let negative = serde_json::json!({"subscriptionId": "s", "expiresIn": i64::MIN});
+        assert!(remote_from(&negative, now).is_some());
+    }
+
+    #[test]
+    fn any_next_link_is_judged_without_panicking() {
+        let mut g = Gen::new(12);
+        let pieces = [
+            "/",
+            "api",
+            "https://",
+            "core.t.ec.avayacloud.com",
+            "evil",
+            "?",
+            "#",
+            "..",
+            "%",
+            ":",
+            "@",
+            "\\",
+        ];
+        for _ in 0..CASES {
+            let link = g.text(&pieces, 8);
+            if let Ok(url) = next_page_url("https://core.t.ec.avayacloud.com/api/events/v1", &link) {
+                assert!(url.starts_with("https://core.t.ec.avayacloud.com/"), "{link:?} → {url}");
+            }
+        }
     }
 }

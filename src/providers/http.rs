@@ -422,7 +422,8 @@ impl ApiClient {
 fn retry_after(headers: &HeaderMap, clock: &SharedClock) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+        // `inf`, `1e400` or a negative number is no wait the operator can honour.
+        return Duration::try_from_secs_f64(seconds).ok();
     }
     let at = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
     let wait = at.duration_since(clock.now());
@@ -452,6 +453,45 @@ mod tests {
             let first = policy.backoff(1);
             assert!(first >= Duration::from_millis(100) && first <= Duration::from_millis(200));
             assert!(policy.backoff(30) <= policy.max_delay);
+        }
+    }
+
+    #[test]
+    fn any_retry_after_is_read_without_panicking() {
+        let clock: SharedClock = Arc::new(crate::clock::SystemClock);
+        let mut g = crate::fuzz::Gen::new(21);
+        let pieces = [
+            "1",
+            "0",
+            ".",
+            "e",
+            "400",
+            "-",
+            "inf",
+            "NaN",
+            " ",
+            "Mon, 01 Jan 2026 00:00:00 GMT",
+            "9",
+        ];
+        for _ in 0..crate::fuzz::CASES {
+            let text = g.text(&pieces, 6);
+            let Ok(value) = text.parse::<reqwest::header::HeaderValue>() else {
+                continue;
+            };
+            let mut headers = HeaderMap::new();
+            headers.insert(RETRY_AFTER, value);
+            let _ = retry_after(&headers, &clock);
+        }
+        for (text, wait) in [
+            ("inf", None),
+            ("1e400", None),
+            ("-5", None),
+            ("NaN", None),
+            ("0.5", Some(Duration::from_millis(500))),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(RETRY_AFTER, text.parse().unwrap());
+            assert_eq!(retry_after(&headers, &clock), wait, "{text}");
         }
     }
 

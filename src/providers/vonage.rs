@@ -219,3 +219,18 @@ impl WebhookApi for VonageClient {
         &[Field::Name]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fuzz::{CASES, Gen};
+
+    #[test]
+    fn any_response_body_is_read_without_panicking() {
+        let keys = ["id", "name", "url", "events", "enabled", "secret"];
+        let mut g = Gen::new(31);
+        for _ in 0..CASES {
+            let _ = remote_from(&g.json(&keys, 3));
+        }
+    }
+}
