@@ -2,6 +2,7 @@
 
 mod argocd;
 mod cluster;
+mod crash;
 mod crds;
 mod emulator;
 mod examples;
