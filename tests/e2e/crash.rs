@@ -54,7 +54,7 @@ fn operator(env: &Env, kubeconfig: &PathBuf, extra: &[&str]) -> Child {
                 .flat_map(|o| ["--allow-override-origin".to_string(), o.to_string()]),
         )
         .args(extra)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "debug,kube_runtime=info,hyper=info,reqwest=info,h2=info,rustls=info")
         .kill_on_drop(true)
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
@@ -165,6 +165,43 @@ async fn sigkills_during_creates_and_deletes_lose_nothing_and_duplicate_nothing(
             .unwrap_or_else(|| panic!("{resource}: generated secret lost"));
         assert_eq!(kept, s.secret, "{resource}: the kept secret is Vonage's");
     }
+
+    // No secret value in anything the operator produced: its debug logs across every restart, and every
+    // object it wrote or touched except the Secrets themselves (subscriptions, their status and
+    // annotations, Events, providers, the Lease).
+    let mut secrets: Vec<String> = [
+        AVAYA_TOKEN,
+        AUTHVIA_SIGNING,
+        "api-key-1",
+        crate::support::fixtures::AVAYA_SECRET,
+        crate::support::fixtures::VONAGE_SECRET,
+        crate::support::fixtures::AUTHVIA_KEY,
+    ]
+    .map(str::to_string)
+    .to_vec();
+    secrets.extend(env.vonage.subscriptions().into_iter().map(|s| s.secret));
+    let mut outputs: Vec<(String, String)> = env.emu.with_state(|s| {
+        s.resources()
+            .iter()
+            .filter(|rt| rt.plural != "secrets")
+            .flat_map(|rt| s.objects_of(rt))
+            .map(|o| (format!("{} {}", o["kind"], o["metadata"]["name"]), o.to_string()))
+            .collect()
+    });
+    for entry in std::fs::read_dir(kubeconfig.parent().unwrap()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "log") {
+            outputs.push((path.display().to_string(), std::fs::read_to_string(&path).unwrap()));
+        }
+    }
+    let scanned: usize = outputs.iter().map(|(_, text)| text.len()).sum();
+    assert!(scanned > 100_000, "the scan covers real output ({scanned} bytes)");
+    for (what, text) in &outputs {
+        for secret in &secrets {
+            assert!(!text.contains(secret.as_str()), "a secret value appears in {what}");
+        }
+    }
+    eprintln!("no-secret scan: {} outputs, {scanned} bytes, {} secret values", outputs.len(), secrets.len());
 
     // Deletes, with 10 more kills.
     let work = async {
