@@ -218,6 +218,16 @@ fn paused_message(status: &WebhookSubscriptionStatus, pass: &Pass<'_>) -> String
     message
 }
 
+/// A retry while a renewal is due must come before the expiry: the wait is at most half the time left
+/// (and at least a second), so a backoff never sleeps through the lifetime a renewal would extend.
+fn before_expiry(wait: Duration, status: &WebhookSubscriptionStatus, now: Timestamp) -> Duration {
+    let due = time_of(&status.renewal_time).is_some_and(|t| t <= now);
+    match time_of(&status.expires_at).filter(|t| due && *t > now) {
+        Some(expires) => wait.min((until(now, expires) / 2).max(Duration::from_secs(1))),
+        None => wait,
+    }
+}
+
 /// A status timestamp.
 fn time_of(text: &Option<String>) -> Option<Timestamp> {
     text.as_deref().and_then(|t| t.parse::<Timestamp>().ok())
@@ -325,7 +335,8 @@ fn report_outcome(
                 Retry::OnChange => None,
                 Retry::After(d) => Some(d),
                 Retry::Backoff => Some(backoff(failures, pass.jitter)),
-            };
+            }
+            .map(|w| before_expiry(w, &next, pass.now));
             let until = wait.map(|w| {
                 SignedDuration::try_from(w)
                     .ok()
@@ -1088,6 +1099,35 @@ mod tests {
         );
         assert!(again.events.is_empty());
         assert_eq!(again.status_write(&r.status), None);
+    }
+
+    #[test]
+    fn a_due_renewal_is_retried_before_the_expiry_whatever_the_backoff() {
+        let a = Annotations::default();
+        // Renewal due, 6 s left: the third failure's 8 s backoff becomes 3 s.
+        let current = expiring("2026-01-01T12:00:06Z", "2026-01-01T11:59:00Z");
+        let previous = Gate {
+            inputs: "in".into(),
+            until: None,
+            failures: 2,
+        };
+        let r = report(
+            &current,
+            &pass(&a),
+            Some(&previous),
+            failed(provider_error(ErrorKind::Transient)),
+        );
+        assert_eq!(r.wake, Wake::After(Duration::from_secs(3)));
+        assert!(matches!(&r.gate, GateChange::Set(g) if g.until == Some(ts("2026-01-01T12:00:03Z"))));
+        // Not yet due: the backoff stands.
+        let calm = expiring("2026-01-01T12:10:00Z", "2026-01-01T12:05:00Z");
+        let r = report(
+            &calm,
+            &pass(&a),
+            Some(&previous),
+            failed(provider_error(ErrorKind::Transient)),
+        );
+        assert_eq!(r.wake, Wake::After(Duration::from_secs(8)));
     }
 
     #[test]

@@ -54,7 +54,10 @@ fn operator(env: &Env, kubeconfig: &PathBuf, extra: &[&str]) -> Child {
                 .flat_map(|o| ["--allow-override-origin".to_string(), o.to_string()]),
         )
         .args(extra)
-        .env("RUST_LOG", "debug,kube_runtime=info,hyper=info,reqwest=info,h2=info,rustls=info")
+        .env(
+            "RUST_LOG",
+            "debug,kube_runtime=info,hyper=info,reqwest=info,h2=info,rustls=info",
+        )
         .kill_on_drop(true)
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
@@ -201,7 +204,11 @@ async fn sigkills_during_creates_and_deletes_lose_nothing_and_duplicate_nothing(
             assert!(!text.contains(secret.as_str()), "a secret value appears in {what}");
         }
     }
-    eprintln!("no-secret scan: {} outputs, {scanned} bytes, {} secret values", outputs.len(), secrets.len());
+    eprintln!(
+        "no-secret scan: {} outputs, {scanned} bytes, {} secret values",
+        outputs.len(),
+        secrets.len()
+    );
 
     // Deletes, with 10 more kills.
     let work = async {

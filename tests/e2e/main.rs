@@ -6,6 +6,7 @@ mod crash;
 mod crds;
 mod emulator;
 mod examples;
+mod faults;
 mod helm;
 mod invalid_objects;
 mod kubectl;
