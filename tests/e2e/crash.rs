@@ -217,6 +217,7 @@ async fn sigkills_during_creates_and_deletes_lose_nothing_and_duplicate_nothing(
             .unwrap();
     };
     child.kill().await.unwrap();
+    let deleting = Instant::now();
     let mut child = with_kills(&env, &kubeconfig, 10, work).await;
     eventually(
         "every resource deleted",
@@ -233,6 +234,10 @@ async fn sigkills_during_creates_and_deletes_lose_nothing_and_duplicate_nothing(
     .await;
     let left = remote_ids(&env);
     assert!(left.values().all(Vec::is_empty), "nothing left remotely: {left:?}");
+    eprintln!(
+        "deletes: 200 gone {:.1}s after the delete-collection",
+        deleting.elapsed().as_secs_f64()
+    );
     child.kill().await.unwrap();
 }
 
@@ -292,6 +297,10 @@ async fn a_killed_or_stopped_leader_is_replaced_and_never_acts_beside_the_new_on
         handover < Duration::from_secs(5),
         "handover within the lease: {handover:?}"
     );
+    eprintln!(
+        "leader SIGKILLed: replica-b led {:.1}s later (lease 3 s)",
+        handover.as_secs_f64()
+    );
     // SIGSTOP the new leader (hung), start another: it takes over; the hung one, resumed, acts no more
     // and exits.
     let c = operator(&env, &kubeconfig, &election("replica-c"));
@@ -306,6 +315,7 @@ async fn a_killed_or_stopped_leader_is_replaced_and_never_acts_beside_the_new_on
             .unwrap()
             .success()
     );
+    let stopped = Instant::now();
     eventually(
         "replica-c leads",
         Duration::from_secs(15),
@@ -313,6 +323,10 @@ async fn a_killed_or_stopped_leader_is_replaced_and_never_acts_beside_the_new_on
         || async { (holder().as_deref() == Some("replica-c")).then_some(()) },
     )
     .await;
+    eprintln!(
+        "leader SIGSTOPped: replica-c led {:.1}s later (lease 3 s)",
+        stopped.elapsed().as_secs_f64()
+    );
     assert!(
         std::process::Command::new("kill")
             .args(["-CONT", &b_pid])
