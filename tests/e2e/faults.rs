@@ -109,3 +109,59 @@ async fn a_failing_token_endpoint_is_retried_with_backoff_not_a_storm() {
     assert_eq!(env.vonage.subscriptions().len(), 10);
     eprintln!("token endpoint down 6 s: {attempts} token requests from 10 subscriptions");
 }
+
+#[tokio::test]
+async fn kubernetes_api_faults_end_converged_with_one_remote_subscription_each() {
+    use webhook_operator::sandbox::kube::{ApiError, FaultAction, FaultRule, WatchControl};
+    let mut env = Env::start(Duration::from_secs(600)).await;
+    env.secret(NS, "avaya-token", &[("token", AVAYA_TOKEN)]);
+    env.start_controller();
+    let names: Vec<String> = (0..24).map(|i| format!("k-{i:02}")).collect();
+    // A third of the operator's writes fail with 500, and some with a 409, while watches drop, get an
+    // in-stream 410 (relist) and the event log is compacted.
+    env.emu.inject_fault(
+        FaultRule::new(FaultAction::Fail(ApiError::new(500, "InternalError", "injected")))
+            .writes()
+            .probability(0.3),
+    );
+    for (i, name) in names.iter().enumerate() {
+        let sub = if i % 2 == 0 {
+            Sub::avaya(name, &format!("/avaya/{name}"))
+        } else {
+            Sub::vonage(name, &format!("/vonage/{name}"))
+        };
+        // The test's own creates go straight to the store: only the operator's requests see faults.
+        env.put(
+            "webhook-operator.dev",
+            "v1alpha1",
+            "webhooksubscriptions",
+            NS,
+            serde_json::to_value(sub.build()).unwrap(),
+        );
+        match i % 6 {
+            1 => env.emu.control_watches(WatchControl::Abort),
+            3 => env.emu.control_watches(WatchControl::Error(serde_json::json!({
+                "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Expired", "code": 410,
+                "message": "too old resource version"}))),
+            5 => {
+                env.emu.compact();
+                env.emu.inject_conflicts("webhooksubscriptions", name, 2);
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Then a full outage of the API for 3 s.
+    env.emu.inject_fault(FaultRule::new(FaultAction::Fail(ApiError::new(
+        503,
+        "ServiceUnavailable",
+        "injected outage",
+    ))));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    env.emu.clear_faults();
+    for name in &names {
+        env.wait_ready(name).await;
+    }
+    let remote = env.avaya.subscriptions().len() + env.vonage.subscriptions().len();
+    assert_eq!(remote, names.len(), "exactly one remote subscription each");
+}
