@@ -63,6 +63,8 @@ pub struct RateLimiter {
     rate: f64,
     burst: f64,
     bucket: std::sync::Mutex<(f64, Instant)>,
+    /// A `Retry-After` the account was given: no call until then, from any subscription.
+    paused_until: std::sync::Mutex<Option<Instant>>,
 }
 
 impl RateLimiter {
@@ -73,12 +75,28 @@ impl RateLimiter {
             rate: requests_per_second.max(0.01),
             burst,
             bucket: std::sync::Mutex::new((burst, Instant::now())),
+            paused_until: std::sync::Mutex::new(None),
         }
     }
 
-    /// Waits for a token.
+    /// Holds every call of the account for `wait` (a 429's `Retry-After` applies to the account, not only
+    /// to the call that received it).
+    pub fn pause(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut paused = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        *paused = Some(paused.map_or(until, |p| p.max(until)));
+        // After the pause calls resume at the steady rate, not as a burst of every waiter.
+        *self.bucket.lock().unwrap_or_else(|e| e.into_inner()) = (0.0, until);
+    }
+
+    /// Waits for a token (and for the end of a pause).
     pub async fn acquire(&self) {
         loop {
+            let paused = *self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(until) = paused.filter(|u| *u > Instant::now()) {
+                tokio::time::sleep_until(until).await;
+                continue;
+            }
             let wait = {
                 let mut bucket = self.bucket.lock().expect("rate limiter");
                 let now = Instant::now();
@@ -354,9 +372,10 @@ impl ApiClient {
                         tracing::debug!(
                             provider = self.provider,
                             wait_ms = wait.as_millis() as u64,
-                            "rate limited; waiting"
+                            "rate limited; the account waits"
                         );
-                        tokio::time::sleep(wait).await;
+                        // The retry's acquire waits it out, with every other call of the account.
+                        self.limiter.pause(wait);
                         continue;
                     }
                     let mut e = self.error_from_body(&call, status, &body);
@@ -521,6 +540,18 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_pause_holds_every_call_of_the_account() {
+        let limiter = RateLimiter::new(100.0, 100);
+        limiter.pause(Duration::from_millis(300));
+        let start = Instant::now();
+        futures::future::join_all((0..5).map(|_| limiter.acquire())).await;
+        assert!(start.elapsed() >= Duration::from_millis(300), "{:?}", start.elapsed());
+        let again = Instant::now();
+        limiter.acquire().await;
+        assert!(again.elapsed() < Duration::from_millis(100), "the pause is over");
+    }
+
+    #[tokio::test]
     async fn rate_limiter_spaces_requests_after_the_burst() {
         let limiter = RateLimiter::new(2.0, 2);
         let start = Instant::now();

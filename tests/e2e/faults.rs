@@ -165,3 +165,37 @@ async fn kubernetes_api_faults_end_converged_with_one_remote_subscription_each()
     let remote = env.avaya.subscriptions().len() + env.vonage.subscriptions().len();
     assert_eq!(remote, names.len(), "exactly one remote subscription each");
 }
+
+#[tokio::test]
+async fn a_429_storm_slows_the_whole_account_down_to_what_retry_after_allows() {
+    let mut env = Env::start(Duration::from_secs(600)).await;
+    env.start_controller();
+    // Every Vonage API call answers 429 with Retry-After: 2 for 6 s, while ten subscriptions want
+    // creating on the one account.
+    env.vonage.core.inject(SimFault::on(
+        "/webhooks/subscriptions",
+        SimFaultAction::Status(429, Some(2)),
+    ));
+    env.vonage.core.clear_requests();
+    for i in 0..10 {
+        env.create_sub(Sub::vonage(&format!("r-{i}"), &format!("/vonage/r-{i}")))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let during = env
+        .vonage
+        .core
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/webhooks/subscriptions"))
+        .count();
+    env.vonage.core.clear_faults();
+    for i in 0..10 {
+        env.wait_ready(&format!("r-{i}")).await;
+    }
+    assert_eq!(env.vonage.subscriptions().len(), 10);
+    // The first ten calls arrive together; after that the account waits out each Retry-After as one,
+    // resuming at its steady rate: about one call per 2 s, not ten.
+    eprintln!("429 storm, Retry-After 2 s, 6 s, 10 subscriptions: {during} API calls");
+    assert!(during <= 16, "{during} calls in 6 s");
+}
