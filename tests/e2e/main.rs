@@ -8,6 +8,7 @@ mod emulator;
 mod examples;
 mod faults;
 mod helm;
+mod hostile;
 mod invalid_objects;
 mod kubectl;
 mod leader;
