@@ -70,6 +70,15 @@ enum Command {
         /// there: allow only endpoints you trust, such as a test double or an egress proxy.
         #[arg(long = "allow-override-origin", value_name = "ORIGIN", value_parser = parse_origin)]
         allow_override_origins: Vec<webhook_operator::controller::endpoints::Origin>,
+        /// Sandbox builds only: send calls for a provider's own hosts to a simulator instead
+        /// (`https://*.avayacloud.com=http://127.0.0.1:PORT`, repeatable); what `sandbox --no-controller`
+        /// prints.
+        #[cfg(feature = "sandbox")]
+        #[arg(long = "redirect-provider-host", value_name = "FROM=TO", value_parser = parse_redirect)]
+        redirect_provider_hosts: Vec<(
+            webhook_operator::controller::endpoints::Origin,
+            webhook_operator::controller::endpoints::Origin,
+        )>,
     },
     /// Print the CustomResourceDefinitions as YAML (one document per CRD), or write one file each.
     Crds {
@@ -96,6 +105,10 @@ enum Command {
         /// How often each simulator delivers a test event to each subscription.
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         delivery_interval: Duration,
+        /// Do not run the controller: print how to run `webhook-operator run` against the sandbox from
+        /// outside (to kill and restart it), and serve the fault-injection control surface only.
+        #[arg(long)]
+        no_controller: bool,
         /// Stop after this long (for scripts), printing a summary line per subscription.
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         exit_after: Option<Duration>,
@@ -130,6 +143,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             leader_election_renew_deadline,
             leader_election_retry_period,
             allow_override_origins,
+            #[cfg(feature = "sandbox")]
+            redirect_provider_hosts,
         } => {
             webhook_operator::telemetry::init_logging("info,kube_runtime=warn", log_format == "json");
             let mut config = webhook_operator::controller::Config::new(
@@ -140,6 +155,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             config.provider_check_interval = provider_check_interval;
             config.instance = leader_election_id.clone();
             config.endpoints.allowed_origins = allow_override_origins;
+            #[cfg(feature = "sandbox")]
+            {
+                config.endpoints.redirects = redirect_provider_hosts;
+            }
             let election = if leader_election {
                 let mut election = webhook_operator::controller::leader::Election::new(
                     leader_election_namespace
@@ -173,6 +192,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             lifetime,
             delivery_interval,
             exit_after,
+            no_controller,
             ..
         } => run_sandbox(webhook_operator::sandbox::system::SandboxOptions {
             port,
@@ -180,8 +200,23 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             lifetime,
             delivery_interval,
             exit_after,
+            controller: !no_controller,
         }),
     }
+}
+
+#[cfg(feature = "sandbox")]
+type Redirect = (
+    webhook_operator::controller::endpoints::Origin,
+    webhook_operator::controller::endpoints::Origin,
+);
+
+#[cfg(feature = "sandbox")]
+fn parse_redirect(text: &str) -> Result<Redirect, String> {
+    let (from, to) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not FROM=TO, such as https://*.avayacloud.com=http://127.0.0.1:8081"))?;
+    Ok((parse_origin(from)?, parse_origin(to)?))
 }
 
 fn parse_origin(text: &str) -> Result<webhook_operator::controller::endpoints::Origin, String> {

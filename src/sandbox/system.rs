@@ -16,6 +16,7 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchP
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
+use super::LocalServer;
 use super::kube::{Emulator, EmulatorOptions};
 use super::providers::authvia::AuthviaSimulator;
 use super::providers::avaya::AvayaSimulator;
@@ -53,6 +54,9 @@ pub struct SandboxOptions {
     pub delivery_interval: Duration,
     /// Stop by itself after this long.
     pub exit_after: Option<Duration>,
+    /// Run the controller in-process (false: the banner says how to run `webhook-operator run` from
+    /// outside, to kill and restart it).
+    pub controller: bool,
 }
 
 /// Why the sandbox could not start: one line for the user.
@@ -127,6 +131,8 @@ pub struct Sandbox {
     pub authvia: AuthviaSimulator,
     /// The verifying receiver.
     pub receiver: Arc<Receiver>,
+    /// The control surface (faults, remote ids).
+    pub control: LocalServer,
     options: SandboxOptions,
 }
 
@@ -247,12 +253,24 @@ impl Sandbox {
         for core in [&avaya.core, &vonage.core, &authvia.core] {
             core.deliver_to(Some(receiver.url()));
         }
+        let ids = {
+            let (avaya, vonage, authvia) = (avaya.ids(), vonage.ids(), authvia.ids());
+            Arc::new(move || json!({"avaya": avaya(), "vonage": vonage(), "authvia": authvia()}))
+                as Arc<dyn Fn() -> Value + Send + Sync>
+        };
+        let control = LocalServer::start(
+            local,
+            super::control::router(super::control::controlled(&emulator, &avaya, &vonage, &authvia, ids)),
+        )
+        .await
+        .map_err(component("the control surface"))?;
         let sandbox = Sandbox {
             emulator,
             avaya,
             vonage,
             authvia,
             receiver,
+            control,
             options,
         };
         sandbox.install(docs).await?;
@@ -451,11 +469,40 @@ impl Sandbox {
         }
     }
 
+    /// The arguments of `webhook-operator run` against this sandbox from outside (with `--no-controller`):
+    /// its kubeconfig, and the providers' own hosts redirected to the simulators.
+    pub fn operator_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "run".to_string(),
+            "--kubeconfig".to_string(),
+            self.options.kubeconfig.display().to_string(),
+            "--cluster-resource-namespace".to_string(),
+            OPERATOR_NAMESPACE.to_string(),
+            "--metrics-addr".to_string(),
+            "127.0.0.1:0".to_string(),
+        ];
+        for (from, to) in self.redirects().redirects {
+            args.push("--redirect-provider-host".to_string());
+            args.push(format!("{from}={to}"));
+        }
+        args
+    }
+
     /// How to use it, printed once at start.
     pub fn banner(&self) -> String {
         let kubeconfig = self.options.kubeconfig.display();
+        let outside = if self.options.controller {
+            String::new()
+        } else {
+            format!(
+                "  controller      not running here; start (and kill, and restart) it with
+                  webhook-operator {}
+",
+                self.operator_args().join(" ")
+            )
+        };
         format!(
-            "webhook-operator sandbox\n  Kubernetes API  {api} (emulated)\n  kubeconfig      {kubeconfig}\n  try             kubectl --kubeconfig {kubeconfig} get webhooksubscriptions -A -o wide\n  Avaya           {avaya} (token {avaya_token})\n  Vonage          {vonage} (token {vonage_token})\n  AuthVia         {authvia}\n  receiver        {receiver}\n  Avaya subscriptions live {lifetime}s here, so renewals show within a minute. Ctrl-C stops everything.\n",
+            "webhook-operator sandbox\n  Kubernetes API  {api} (emulated)\n  kubeconfig      {kubeconfig}\n  try             kubectl --kubeconfig {kubeconfig} get webhooksubscriptions -A -o wide\n  Avaya           {avaya} (token {avaya_token})\n  Vonage          {vonage} (token {vonage_token})\n  AuthVia         {authvia}\n  receiver        {receiver}\n  control         {control} (POST /faults/kubernetes, POST /faults/{{avaya|vonage|authvia}}, DELETE /faults, GET /subscriptions)\n{outside}  Avaya subscriptions live {lifetime}s here, so renewals show within a minute. Ctrl-C stops everything.\n",
             api = self.emulator.url(),
             avaya = self.avaya.base_url(),
             avaya_token = self.avaya.token_url(),
@@ -463,6 +510,7 @@ impl Sandbox {
             vonage_token = self.vonage.token_url(),
             authvia = self.authvia.base_url(),
             receiver = self.receiver.url(),
+            control = self.control.url(),
             lifetime = self.options.lifetime.as_secs(),
         )
     }
@@ -475,9 +523,15 @@ impl Sandbox {
         config.endpoints = self.redirects();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let client = self.emulator.client();
-        let controller = tokio::spawn(controller::run(client, config, async {
-            let _ = stop_rx.await;
-        }));
+        let in_process = self.options.controller;
+        let controller = tokio::spawn(async move {
+            if in_process {
+                controller::run(client, config, async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+            }
+        });
         let interactive = std::io::stdout().is_terminal();
         let stop = async {
             match self.options.exit_after {

@@ -226,7 +226,8 @@ async fn every_mistake_is_reported_and_every_healthy_subscription_keeps_working(
                  "credentialsSecretRef": {"name": "vonage-credentials"},
                  "namespaceSelector": {"matchLabels": {"team": "payments"}}}}),
     );
-    env.vonage.insert("taken-name", "https://hooks.example.com/elsewhere", &["agent.*"]);
+    env.vonage
+        .insert("taken-name", "https://hooks.example.com/elsewhere", &["agent.*"]);
     env.start_controller();
 
     // Healthy subscriptions of every provider, and the victim of the copied external-id.

@@ -182,3 +182,123 @@ fn kubectl_get(kubectl: &std::path::Path, kubeconfig: &std::path::Path, dir: &st
         .unwrap();
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+#[tokio::test]
+async fn without_its_controller_the_sandbox_serves_an_operator_run_from_outside_and_scripted_faults() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = tempdir();
+    let kubeconfig = dir.join("kubeconfig");
+    let mut sandbox = tokio::process::Command::new(env!("CARGO_BIN_EXE_webhook-operator"))
+        .args(["sandbox", "--no-controller", "--exit-after", "120s", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // The banner: the control surface's URL and the `run` command line.
+    let mut lines = BufReader::new(sandbox.stdout.take().unwrap()).lines();
+    let (mut control, mut command) = (None, None);
+    while control.is_none() || command.is_none() {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the banner")
+            .unwrap()
+            .expect("more banner");
+        if let Some(rest) = line.trim().strip_prefix("control ") {
+            control = rest.split_whitespace().next().map(str::to_string);
+        }
+        if let Some(rest) = line.trim().strip_prefix("webhook-operator run ") {
+            command = Some(rest.split_whitespace().map(str::to_string).collect::<Vec<_>>());
+        }
+    }
+    let (control, command) = (control.unwrap(), command.unwrap());
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let run = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_webhook-operator"))
+            .arg("run")
+            .args(&command)
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    // A scripted fault: Vonage refuses the next two creates; the operator, run from outside, is killed
+    // once and restarted.
+    let http = webhook_operator::providers::http::http_client(std::time::Duration::from_secs(10));
+    let injected = http
+        .post(format!("{control}/faults/vonage"))
+        .json(&serde_json::json!({"status": 503, "path": "/webhooks/subscriptions", "method": "POST", "times": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(injected.status(), 201);
+    let refused = http
+        .post(format!("{control}/faults/kubernetes"))
+        .json(&serde_json::json!({"status": 500, "path": "("}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400, "a bad rule is refused with a reason");
+    let mut operator = run();
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    operator.kill().await.unwrap();
+    let mut operator = run();
+    let ids = crate::support::poll::eventually(
+        "one remote subscription per example",
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_millis(500),
+        || {
+            let http = http.clone();
+            let control = control.clone();
+            async move {
+                let ids: Value = http
+                    .get(format!("{control}/subscriptions"))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                let counts: Vec<usize> = ["avaya", "vonage", "authvia"]
+                    .iter()
+                    .map(|p| ids[p].as_array().map_or(0, Vec::len))
+                    .collect();
+                (counts == [1, 1, 1]).then_some(ids)
+            }
+        },
+    )
+    .await;
+    // The examples were applied as written: Ready through the redirected hosts.
+    let client = {
+        let file = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(file, &Default::default())
+            .await
+            .unwrap();
+        kube::Client::try_from(config).unwrap()
+    };
+    let subs: kube::Api<webhook_operator::api::WebhookSubscription> = kube::Api::all(client);
+    crate::support::poll::eventually(
+        "every example Ready",
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_millis(500),
+        || async {
+            let list = subs.list(&Default::default()).await.ok()?;
+            list.items
+                .iter()
+                .all(|s| {
+                    s.status
+                        .as_ref()
+                        .is_some_and(|st| st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        http.delete(format!("{control}/faults")).send().await.unwrap().status(),
+        200
+    );
+    assert!(ids["vonage"][0].is_string());
+    operator.kill().await.unwrap();
+    sandbox.kill().await.unwrap();
+}

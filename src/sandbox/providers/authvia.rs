@@ -222,6 +222,20 @@ impl AuthviaSimulator {
         format!("{}{API_PREFIX}", self.server.url())
     }
 
+    /// The ids it holds, readable from elsewhere (the sandbox's control surface) while it runs.
+    pub fn ids(&self) -> impl Fn() -> Vec<String> + Send + Sync + 'static {
+        let state = self.state.clone();
+        move || {
+            state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .subscriptions
+                .keys()
+                .cloned()
+                .collect()
+        }
+    }
+
     /// Every stored subscription.
     pub fn subscriptions(&self) -> Vec<AuthviaSubscription> {
         self.state

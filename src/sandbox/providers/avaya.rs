@@ -233,6 +233,20 @@ impl AvayaSimulator {
         self.state.lock().expect("state").lifetime = lifetime;
     }
 
+    /// The ids it holds, readable from elsewhere (the sandbox's control surface) while it runs.
+    pub fn ids(&self) -> impl Fn() -> Vec<String> + Send + Sync + 'static {
+        let state = self.state.clone();
+        move || {
+            state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .subscriptions
+                .keys()
+                .cloned()
+                .collect()
+        }
+    }
+
     /// Every stored subscription.
     pub fn subscriptions(&self) -> Vec<AvayaSubscription> {
         self.state

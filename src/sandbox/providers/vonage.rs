@@ -176,6 +176,19 @@ impl VonageSimulator {
         format!("{}{TOKEN_PATH}", self.server.url())
     }
 
+    /// The ids it holds, readable from elsewhere (the sandbox's control surface) while it runs.
+    pub fn ids(&self) -> impl Fn() -> Vec<String> + Send + Sync + 'static {
+        let state = self.state.clone();
+        move || {
+            state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .keys()
+                .cloned()
+                .collect()
+        }
+    }
+
     /// Every stored subscription.
     pub fn subscriptions(&self) -> Vec<VonageSubscription> {
         self.state.lock().expect("state").values().cloned().collect()
