@@ -70,6 +70,7 @@ pub async fn reconcile(sub: Arc<WebhookSubscription>, ctx: Arc<Context>) -> Resu
         started.elapsed(),
         result.as_ref().err().map(|_| Reason::KubernetesError.as_str()),
     );
+    crate::telemetry::health().progress();
     result
 }
 

@@ -80,6 +80,7 @@ async fn write<K>(
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
+    crate::telemetry::health().progress();
     if next != *current {
         let body = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": next});
         api.patch_status(

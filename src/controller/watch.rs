@@ -53,6 +53,11 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
     let (by_provider, by_cluster_provider, by_secret) = (store.clone(), store.clone(), store.clone());
     let operator_namespace = ctx.config.operator_namespace.clone();
     tokio::spawn(signal_ready(store.clone()));
+    let watchdog = tokio::spawn(expect_progress(
+        provider_controller.store(),
+        cluster_provider_controller.store(),
+        ctx.config.provider_check_interval,
+    ));
     let prune = tokio::spawn(prune_states(ctx.clone(), store));
     let (recheck_provider, provider_rechecks) = futures::channel::mpsc::unbounded();
     let (recheck_cluster_provider, cluster_provider_rechecks) = futures::channel::mpsc::unbounded();
@@ -164,6 +169,8 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
     });
     futures::join!(subscriptions, providers, cluster_providers);
     prune.abort();
+    watchdog.abort();
+    crate::telemetry::health().expect_progress_within(None);
 }
 
 /// Marks the process ready once the subscription cache has synced.
@@ -180,6 +187,23 @@ async fn signal_ready(store: Store<WebhookSubscription>) {
             Ok(Err(_)) => return,
             Err(_) => {}
         }
+    }
+}
+
+/// While any provider exists, its status is checked every `provider_check_interval`, so a controller
+/// that completes no reconcile for three of those is stuck: `/healthz` says so and the kubelet restarts
+/// it. With no provider there may be nothing to do, and no verdict.
+async fn expect_progress(
+    providers: Store<WebhookProvider>,
+    cluster_providers: Store<ClusterWebhookProvider>,
+    provider_check_interval: Duration,
+) {
+    let window = provider_check_interval.saturating_mul(3).max(Duration::from_secs(60));
+    let mut tick = tokio::time::interval(Duration::from_secs(15));
+    loop {
+        tick.tick().await;
+        let has_work = !providers.state().is_empty() || !cluster_providers.state().is_empty();
+        crate::telemetry::health().expect_progress_within(has_work.then_some(window));
     }
 }
 

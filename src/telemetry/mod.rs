@@ -197,10 +197,16 @@ pub fn render() -> String {
     out
 }
 
-/// Whether the controller's caches are synced (what `/readyz` reports).
+/// What `/readyz` and `/healthz` report: whether the caches are synced, and whether the controller is
+/// making progress.
 #[derive(Debug, Default)]
 pub struct Health {
     ready: AtomicBool,
+    /// When a reconcile last completed.
+    last_progress: Mutex<Option<tokio::time::Instant>>,
+    /// How long the controller may go without completing a reconcile while it has work (None: no
+    /// expectation, as on a follower or with nothing to reconcile).
+    expect_within: Mutex<Option<Duration>>,
 }
 
 impl Health {
@@ -212,6 +218,35 @@ impl Health {
     /// Whether it is ready.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+
+    /// A reconcile completed.
+    pub fn progress(&self) {
+        *self.last_progress.lock().unwrap_or_else(|e| e.into_inner()) = Some(tokio::time::Instant::now());
+    }
+
+    /// From now on a reconcile must complete at least every `window` (None: no expectation).
+    pub fn expect_progress_within(&self, window: Option<Duration>) {
+        let mut expected = self.expect_within.lock().unwrap_or_else(|e| e.into_inner());
+        if expected.is_none() && window.is_some() {
+            // The count starts when the expectation does.
+            self.progress();
+        }
+        *expected = window;
+    }
+
+    /// Why the controller is not making progress, if it is not.
+    pub fn stalled(&self) -> Option<String> {
+        let window = (*self.expect_within.lock().unwrap_or_else(|e| e.into_inner()))?;
+        let last = (*self.last_progress.lock().unwrap_or_else(|e| e.into_inner()))?;
+        let idle = last.elapsed();
+        (idle > window).then(|| {
+            format!(
+                "no reconcile completed for {}s (expected at least every {}s)\n",
+                idle.as_secs(),
+                window.as_secs()
+            )
+        })
     }
 }
 
@@ -225,7 +260,10 @@ pub fn health() -> &'static Health {
 fn respond(path: &str) -> (u16, &'static str, String) {
     match path {
         "/metrics" => (200, "text/plain; version=0.0.4", render()),
-        "/healthz" | "/livez" => (200, "text/plain", "ok\n".into()),
+        "/healthz" | "/livez" => match health().stalled() {
+            None => (200, "text/plain", "ok\n".into()),
+            Some(why) => (503, "text/plain", why),
+        },
         "/readyz" if health().is_ready() => (200, "text/plain", "ok\n".into()),
         "/readyz" => (503, "text/plain", "caches not synced yet\n".into()),
         _ => (404, "text/plain", "not found\n".into()),
@@ -323,6 +361,22 @@ mod tests {
         assert!(text.contains("webhook_operator_subscription_expiration_timestamp_seconds{namespace=\"default\",name=\"agents\",provider=\"avaya\"} 1800000000"));
         subscription("default", "agents", None);
         assert!(!render().contains("name=\"agents\""));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_controller_with_work_that_completes_nothing_is_unhealthy() {
+        let health = Health::default();
+        assert_eq!(health.stalled(), None, "no expectation, no verdict");
+        health.expect_progress_within(Some(Duration::from_secs(60)));
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert_eq!(health.stalled(), None);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(health.stalled().unwrap().starts_with("no reconcile completed for 61s"));
+        health.progress();
+        assert_eq!(health.stalled(), None);
+        health.expect_progress_within(None);
+        tokio::time::advance(Duration::from_secs(600)).await;
+        assert_eq!(health.stalled(), None, "a follower, or nothing to do");
     }
 
     #[tokio::test]
