@@ -90,6 +90,29 @@ fn remote_ids(env: &Env) -> BTreeMap<&'static str, Vec<String>> {
     ])
 }
 
+/// Waits until `count` subscriptions are Ready; returns them.
+async fn all_ready(subs: &Api<WebhookSubscription>, count: usize) -> Vec<WebhookSubscription> {
+    eventually(
+        &format!("all {count} Ready"),
+        CONVERGE,
+        Duration::from_millis(300),
+        || async {
+            let list = subs.list(&ListParams::default()).await.ok()?;
+            let ready = list
+                .items
+                .iter()
+                .filter(|s| {
+                    s.status
+                        .as_ref()
+                        .is_some_and(|st| st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                })
+                .count();
+            (ready == count).then_some(list.items)
+        },
+    )
+    .await
+}
+
 /// Kills and restarts the operator `kills` times at random moments (0.2 to 1.5 s apart) while `work`
 /// runs, then leaves one running.
 async fn with_kills<F: std::future::Future<Output = ()>>(
@@ -123,25 +146,7 @@ async fn sigkills_during_creates_and_deletes_lose_nothing_and_duplicate_nothing(
         }
     });
     let mut child = with_kills(&env, &kubeconfig, 10, work).await;
-    let all = eventually(
-        "all 200 Ready after 10 SIGKILLs",
-        CONVERGE,
-        Duration::from_millis(500),
-        || async {
-            let list = subs.list(&ListParams::default()).await.ok()?;
-            let ready = list
-                .items
-                .iter()
-                .filter(|s| {
-                    s.status
-                        .as_ref()
-                        .is_some_and(|st| st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-                })
-                .count();
-            (ready == 200).then_some(list.items)
-        },
-    )
-    .await;
+    let all = all_ready(&subs, 200).await;
     eprintln!(
         "creates: 200 Ready {:.1}s after the first create",
         created.elapsed().as_secs_f64()
@@ -339,20 +344,7 @@ async fn a_killed_or_stopped_leader_is_replaced_and_never_acts_beside_the_new_on
         .expect("the resumed old leader exits")
         .unwrap();
     assert!(!status.success(), "it exits non-zero: {status:?}");
-    let all = eventually("all 60 Ready", CONVERGE, Duration::from_millis(300), || async {
-        let list = subs.list(&ListParams::default()).await.ok()?;
-        let ready = list
-            .items
-            .iter()
-            .filter(|s| {
-                s.status
-                    .as_ref()
-                    .is_some_and(|st| st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
-            .count();
-        (ready == 60).then_some(list.items)
-    })
-    .await;
+    let all = all_ready(&subs, 60).await;
     let remote: usize = remote_ids(&env).values().map(Vec::len).sum();
     assert_eq!(remote, all.len(), "no double create across three leaders");
     drop(c);
