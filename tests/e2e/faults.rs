@@ -199,3 +199,30 @@ async fn a_429_storm_slows_the_whole_account_down_to_what_retry_after_allows() {
     eprintln!("429 storm, Retry-After 2 s, 6 s, 10 subscriptions: {during} API calls");
     assert!(during <= 16, "{during} calls in 6 s");
 }
+
+#[tokio::test]
+async fn provider_calls_that_time_out_are_retried_or_recovered_never_duplicated() {
+    let mut env = Env::start(Duration::from_secs(600)).await;
+    env.secret(NS, "avaya-token", &[("token", AVAYA_TOKEN)]);
+    env.start_controller_with(|config| config.retry.timeout = Duration::from_secs(1));
+    // Each provider answers its next create 2 s late, past the client's 1 s timeout (the create still
+    // happens), and Avaya's next list too.
+    for core in [&env.avaya.core, &env.vonage.core] {
+        core.inject(
+            SimFault::on("/subscriptions", SimFaultAction::Delay(Duration::from_secs(2)))
+                .method(axum::http::Method::POST)
+                .times(1),
+        );
+    }
+    env.avaya.core.inject(
+        SimFault::on("/subscriptions", SimFaultAction::Delay(Duration::from_secs(2)))
+            .method(axum::http::Method::GET)
+            .times(1),
+    );
+    env.create_sub(Sub::avaya("slow-a", "/avaya/slow")).await;
+    env.create_sub(Sub::vonage("slow-v", "/vonage/slow")).await;
+    env.wait_ready("slow-a").await;
+    env.wait_ready("slow-v").await;
+    assert_eq!(env.avaya.subscriptions().len(), 1, "created once");
+    assert_eq!(env.vonage.subscriptions().len(), 1, "created once");
+}

@@ -159,11 +159,17 @@ impl Env {
     }
 
     pub fn start_controller(&mut self) {
+        self.start_controller_with(|_| {});
+    }
+
+    /// Starts the controller with the tests' settings, changed by `adjust`.
+    pub fn start_controller_with(&mut self, adjust: impl FnOnce(&mut Config)) {
         let mut config = Config::new("webhook-operator", Arc::new(SystemClock));
         config.drift_interval = Duration::from_secs(3600);
         config.provider_check_interval = Duration::from_secs(3600);
         config.retry.base_delay = Duration::from_millis(50);
         config.endpoints.allowed_origins = self.simulator_origins();
+        adjust(&mut config);
         let (tx, rx) = oneshot::channel::<()>();
         let context = Context::new(self.client.clone(), config);
         self.context = Some(context.clone());
