@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use kube::ResourceExt;
 
 use super::bindings;
-use crate::api::{Annotations, WebhookSubscription};
+use crate::api::{WebhookSubscription, annotation};
 use crate::providers::ProviderType;
 
 /// A subscription that names a remote id.
@@ -54,12 +54,17 @@ impl Claimant {
     }
 }
 
-/// The claim a subscription makes: its provider type, the id it acts on (the `external-id` annotation,
-/// else its status), and itself as the claimant. `annotations` are the ones the pass acts on.
-pub fn claim_of(sub: &WebhookSubscription, annotations: &Annotations) -> Option<(ProviderType, String, Claimant)> {
+/// The claim a subscription makes: its provider type, the id it acts on (its `external-id` annotation,
+/// else its status), and itself as the claimant.
+pub fn claim_of(sub: &WebhookSubscription) -> Option<(ProviderType, String, Claimant)> {
     let provider = bindings::subscription_block(&sub.spec).ok()?.provider_type();
     let recorded = sub.status.as_ref().and_then(|s| s.subscription_id.clone());
-    let id = annotations.external_id.clone().or_else(|| recorded.clone())?;
+    let external_id = sub
+        .annotations()
+        .get(annotation::EXTERNAL_ID)
+        .filter(|v| !v.is_empty())
+        .cloned();
+    let id = external_id.or_else(|| recorded.clone())?;
     Some((
         provider,
         id.clone(),
@@ -87,10 +92,7 @@ pub struct ClaimIndex {
 impl ClaimIndex {
     /// The claims of these subscriptions (objects being deleted still hold theirs until they are gone).
     pub fn build<'a>(subs: impl IntoIterator<Item = &'a WebhookSubscription>) -> Self {
-        ClaimIndex::from_claims(
-            subs.into_iter()
-                .filter_map(|sub| claim_of(sub, &Annotations::parse(sub.annotations()))),
-        )
+        ClaimIndex::from_claims(subs.into_iter().filter_map(claim_of))
     }
 
     /// An index of these claims.
@@ -148,29 +150,79 @@ impl Claims for ClaimIndex {
 const RECENT_FOR: Duration = Duration::from_secs(60);
 
 /// Claims this process recorded lately (a status that names an id), which the cache-built index may not
-/// show yet: without them a copy made right after the original became Ready would slip through.
+/// show yet: without them a copy made right after the original became Ready would slip through. Indexed
+/// both ways, so recording and looking up cost the same at ten thousand subscriptions as at ten.
 #[derive(Debug, Default)]
 pub struct RecentClaims {
-    by_uid: Mutex<HashMap<String, (Instant, ProviderType, String, Claimant)>>,
+    inner: Mutex<Recent>,
+}
+
+type ClaimKey = (ProviderType, String);
+
+#[derive(Debug, Default)]
+struct Recent {
+    /// Each subscription's latest claim.
+    by_uid: HashMap<String, (Instant, ClaimKey)>,
+    /// The claimants of each id.
+    by_key: HashMap<ClaimKey, Vec<Claimant>>,
+    /// When expired entries were last dropped.
+    pruned: Option<Instant>,
+}
+
+impl Recent {
+    fn remove(&mut self, uid: &str) {
+        if let Some((_, key)) = self.by_uid.remove(uid)
+            && let Some(claimants) = self.by_key.get_mut(&key)
+        {
+            claimants.retain(|c| c.uid != uid);
+            if claimants.is_empty() {
+                self.by_key.remove(&key);
+            }
+        }
+    }
+
+    /// Drops expired claims, at most once per [`RECENT_FOR`] (amortised: never a scan per write).
+    fn prune(&mut self, now: Instant) {
+        if self.pruned.is_some_and(|at| now.duration_since(at) < RECENT_FOR) {
+            return;
+        }
+        self.pruned = Some(now);
+        let expired: Vec<String> = self
+            .by_uid
+            .iter()
+            .filter(|(_, (at, _))| now.duration_since(*at) >= RECENT_FOR)
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        for uid in expired {
+            self.remove(&uid);
+        }
+    }
 }
 
 impl RecentClaims {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Records that `claimant` now holds `id`, replacing its earlier claim.
     pub fn record(&self, provider: ProviderType, id: &str, claimant: Claimant) {
-        let mut by_uid = self.by_uid.lock().unwrap_or_else(|e| e.into_inner());
+        let mut recent = self.lock();
         let now = Instant::now();
-        by_uid.retain(|_, (at, ..)| now.duration_since(*at) < RECENT_FOR);
-        by_uid.insert(claimant.uid.clone(), (now, provider, id.to_string(), claimant));
+        recent.prune(now);
+        recent.remove(&claimant.uid);
+        let key = (provider, id.to_string());
+        recent.by_uid.insert(claimant.uid.clone(), (now, key.clone()));
+        recent.by_key.entry(key).or_default().push(claimant);
     }
 
     /// Forgets a deleted subscription's claim.
     pub fn forget(&self, uid: &str) {
-        self.by_uid.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+        self.lock().remove(uid);
     }
 
     /// How many are remembered.
     pub fn len(&self) -> usize {
-        self.by_uid.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.lock().by_uid.len()
     }
 
     /// Whether none is.
@@ -191,18 +243,22 @@ pub struct LiveClaims {
 
 impl Claims for LiveClaims {
     fn others(&self, provider: ProviderType, id: &str, me: &str) -> Vec<Claimant> {
-        let recent = self.recent.by_uid.lock().unwrap_or_else(|e| e.into_inner());
+        let recent = self.recent.lock();
+        let fresh = |uid: &str| recent.by_uid.get(uid).is_some_and(|(at, _)| at.elapsed() < RECENT_FOR);
         let mut others: Vec<Claimant> = self
             .index
             .others(provider, id, me)
             .into_iter()
-            .filter(|c| !recent.contains_key(&c.uid))
+            .filter(|c| !fresh(&c.uid))
             .collect();
         others.extend(
             recent
-                .values()
-                .filter(|(at, p, i, c)| at.elapsed() < RECENT_FOR && *p == provider && i == id && c.uid != me)
-                .map(|(.., c)| c.clone()),
+                .by_key
+                .get(&(provider, id.to_string()))
+                .into_iter()
+                .flatten()
+                .filter(|c| c.uid != me && fresh(&c.uid))
+                .cloned(),
         );
         others
     }
@@ -237,7 +293,7 @@ mod tests {
     }
 
     fn me(s: &WebhookSubscription) -> Claimant {
-        claim_of(s, &Annotations::parse(s.annotations())).unwrap().2
+        claim_of(s).unwrap().2
     }
 
     #[test]

@@ -3,12 +3,12 @@
 //! 1. **observe** (`observe.rs`): the provider object, its credentials, the Secrets the spec references
 //!    (through the provider's binding in `bindings/`), and later the remote subscription when the plan
 //!    asks for it. Reads only.
-//! 2. **plan** (`plan.rs`, pure): is the object held back after a failure, what to read, and what to
+//! 2. **plan** (`plan/`, pure): is the object held back after a failure, what to read, and what to
 //!    change: create, adopt, update, renew, recreate, or nothing; on deletion: delete, orphan, or look
 //!    for a leaked create.
 //! 3. **act** (`act.rs`): carries the plan out through the provider trait and the Kubernetes API, and
 //!    records each step done.
-//! 4. **report** (`report.rs`, pure): turns the current status, the facts and the outcome into the next
+//! 4. **report** (`report/`, pure): turns the current status, the facts and the outcome into the next
 //!    status, the Events, the retry gate and when to look again. [`record`] then writes them.
 //!
 //! Around it: `context.rs` (settings, clients, per-object state), `watch.rs` (what wakes a subscription),
@@ -44,6 +44,7 @@ pub use reason::Reason;
 pub use watch::{run, run_with, shutdown_signal};
 
 use crate::api::{Annotations, FINALIZER, WebhookSubscription, WebhookSubscriptionStatus, condition};
+use claims::Claims as _;
 use context::ObjectState;
 use error::backoff;
 use observe::uid_of;
@@ -159,20 +160,6 @@ async fn converge(
     if let Some(wake) = plan::held(state.gate.as_ref(), &inputs, pass.now) {
         return Outcome::Held(wake);
     }
-    // Act only while this replica may (a deposed or resumed leader writes nothing).
-    if !ctx.may_act() {
-        return Outcome::Held(Wake::After(LEADERSHIP_RECHECK));
-    }
-    // Act: signing secrets this pass generated are stored before anything uses them.
-    let mut done = Vec::new();
-    if let Err(e) = act::store_generated(&ctx.client, sub, &to_generate, &mut done).await {
-        return Outcome::Failed {
-            error: e.into(),
-            inputs,
-            done,
-        };
-    }
-
     // Plan: what to read.
     let facts = Facts {
         now: pass.now,
@@ -190,8 +177,17 @@ async fn converge(
     };
     // Plan: a remote id another subscription holds is never touched.
     if let Some((reason, message)) = plan::check_claim(&facts) {
+        return failed(ReconcileError::Blocked { reason, message }, inputs);
+    }
+    // Act only while this replica may (a deposed or resumed leader writes nothing).
+    if !ctx.may_act() {
+        return Outcome::Held(Wake::After(LEADERSHIP_RECHECK));
+    }
+    // Act: signing secrets this pass generated are stored before anything uses them.
+    let mut done = Vec::new();
+    if let Err(e) = act::store_generated(&ctx.client, sub, &to_generate, &mut done).await {
         return Outcome::Failed {
-            error: ReconcileError::Blocked { reason, message },
+            error: e.into(),
             inputs,
             done,
         };
@@ -330,7 +326,7 @@ async fn delete_remote(
     let provider = bindings::subscription_block(&sub.spec).map(|b| b.provider_type());
     if let (Some(id), Ok(provider)) = (&known_id, provider) {
         let recorded = sub.status.as_ref().and_then(|s| s.subscription_id.as_deref()) == Some(id.as_str());
-        if let Some(holder) = plan::deletion_holder(&claims, provider, id, &claims::claimant(sub, recorded)) {
+        if let Some(holder) = claims.holder_against(provider, id, &claims::claimant(sub, recorded)) {
             return Ok(Cleanup::Claimed {
                 id: id.clone(),
                 holder: holder.display(),
@@ -361,7 +357,8 @@ async fn delete_remote(
             let matches = api.find_matches(&desired).await?;
             match plan::leaked(&matches, &claims, api.provider(), &uid_of(sub)) {
                 Leak::Delete(id) => id,
-                other @ (Leak::None | Leak::Ambiguous(_)) => return Ok(Cleanup::LeakSearched(other)),
+                Leak::None => return Ok(Cleanup::NoLeak),
+                Leak::Ambiguous(n) => return Ok(Cleanup::LeakAmbiguous(n)),
             }
         }
     };
