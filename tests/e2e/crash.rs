@@ -20,9 +20,10 @@ use crate::support::poll::eventually;
 /// How long the whole system may take to converge after the last kill.
 const CONVERGE: Duration = Duration::from_secs(180);
 
-/// The environment, with providers allowed a high request rate (the test is about crashes, not limits).
-async fn environment() -> (Env, PathBuf) {
-    let env = Env::start(Duration::from_secs(600)).await;
+/// The environment, with providers allowed a high request rate (the test is about crashes, not limits)
+/// and Avaya subscriptions that live `lifetime`.
+async fn environment(lifetime: Duration) -> (Env, PathBuf) {
+    let env = Env::start(lifetime).await;
     env.secret(NS, "avaya-token", &[("token", AVAYA_TOKEN)]);
     env.secret(
         NS,
@@ -135,7 +136,7 @@ async fn with_kills<F: std::future::Future<Output = ()>>(
 
 #[tokio::test]
 async fn sigkills_during_creates_and_deletes_lose_nothing_and_duplicate_nothing() {
-    let (env, kubeconfig) = environment().await;
+    let (env, kubeconfig) = environment(Duration::from_secs(600)).await;
     let subs: Api<WebhookSubscription> = Api::namespaced(env.client.clone(), NS);
     let created = Instant::now();
     let work = futures::stream::iter(resources()).for_each_concurrent(8, |sub| {
@@ -248,7 +249,8 @@ async fn sigkills_during_creates_and_deletes_lose_nothing_and_duplicate_nothing(
 
 #[tokio::test]
 async fn a_killed_or_stopped_leader_is_replaced_and_never_acts_beside_the_new_one() {
-    let (env, kubeconfig) = environment().await;
+    // Avaya subscriptions live 8 s, so renewals (every ~5 s) are due while leaders change hands.
+    let (env, kubeconfig) = environment(Duration::from_secs(8)).await;
     let election = |id: &'static str| {
         [
             "--leader-election",
@@ -347,5 +349,193 @@ async fn a_killed_or_stopped_leader_is_replaced_and_never_acts_beside_the_new_on
     let all = all_ready(&subs, 60).await;
     let remote: usize = remote_ids(&env).values().map(Vec::len).sum();
     assert_eq!(remote, all.len(), "no double create across three leaders");
+    // Renewals went on through both handovers (each Avaya subscription renewed at least twice and
+    // active), and no subscription was ever renewed twice in a row by two leaders: one renewal answers
+    // for ~5 s, so two of the same subscription within 1.5 s are two replicas acting at once.
+    eventually(
+        "every Avaya subscription renewed twice and active",
+        CONVERGE,
+        Duration::from_millis(300),
+        || async {
+            let avaya = env.avaya.subscriptions();
+            (avaya.len() == 20
+                && avaya
+                    .iter()
+                    .all(|s| s.renewals >= 2 && env.avaya.status_of(&s.id) == Some("ACTIVE")))
+            .then_some(())
+        },
+    )
+    .await;
+    let renewals = renewals_by_id(&env);
+    let total: usize = renewals.values().map(Vec::len).sum();
+    for (id, times) in &renewals {
+        for pair in times.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(
+                gap > Duration::from_millis(1500),
+                "{id} renewed twice {gap:?} apart: two replicas acted at once"
+            );
+        }
+    }
+    eprintln!("{total} renewals across three leaders, none doubled");
     drop(c);
+}
+
+/// When each Avaya subscription was renewed (successful `:renew` calls), in order.
+fn renewals_by_id(env: &Env) -> BTreeMap<String, Vec<Instant>> {
+    let mut by_id: BTreeMap<String, Vec<Instant>> = BTreeMap::new();
+    for request in env.avaya.core.requests() {
+        if request.method == "POST" && request.status < 300 {
+            if let Some(id) = request.path.strip_suffix(":renew").and_then(|p| p.rsplit('/').next()) {
+                by_id.entry(id.to_string()).or_default().push(request.at);
+            }
+        }
+    }
+    by_id
+}
+
+#[tokio::test]
+async fn sigkills_during_renewals_and_rotations_leave_every_subscription_alive_and_current() {
+    // Avaya subscriptions live 10 s: renewals fall due all the time while the operator is killed.
+    let (env, kubeconfig) = environment(Duration::from_secs(10)).await;
+    let subs: Api<WebhookSubscription> = Api::namespaced(env.client.clone(), NS);
+    let mut child = operator(&env, &kubeconfig, &[]);
+    let resources: Vec<WebhookSubscription> = resources().into_iter().take(60).collect();
+    let vonage_names: Vec<String> = resources
+        .iter()
+        .filter_map(|s| s.metadata.name.clone())
+        .filter(|n| n.starts_with("v-"))
+        .collect();
+    // The Vonage ones keep their signing secret in their own Secret, which the user rotates.
+    for name in &vonage_names {
+        env.secret(NS, &format!("{name}-vonage-signing"), &[("secret", &signing_secret(0))]);
+    }
+    let resources: Vec<WebhookSubscription> = resources
+        .into_iter()
+        .map(|mut s| {
+            if let Some(v) = &mut s.spec.vonage {
+                v.signing_secret = Some(webhook_operator::api::SigningSecretSource {
+                    secret_key_ref: webhook_operator::api::SecretKeySelector {
+                        name: format!("{}-vonage-signing", s.metadata.name.as_deref().unwrap()),
+                        key: "secret".into(),
+                    },
+                    generate: false,
+                });
+            }
+            s
+        })
+        .collect();
+    for sub in &resources {
+        subs.create(&Default::default(), sub).await.unwrap();
+    }
+    all_ready(&subs, 60).await;
+    child.kill().await.unwrap();
+
+    // Three rounds of rotation of every Secret, with 10 kills at random moments among them.
+    let rotations = async {
+        for round in 1..=3 {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            env.secret(NS, "avaya-token", &[("token", &format!("avaya-token-{round}"))]);
+            env.secret(
+                NS,
+                "authvia-hook",
+                &[
+                    ("signingSecret", &authvia_signing(round)),
+                    ("apiKey", &format!("api-key-{round}")),
+                ],
+            );
+            for name in &vonage_names {
+                env.secret(
+                    NS,
+                    &format!("{name}-vonage-signing"),
+                    &[("secret", &signing_secret(round))],
+                );
+            }
+        }
+    };
+    let started = Instant::now();
+    let mut child = with_kills(&env, &kubeconfig, 10, rotations).await;
+
+    // Converged: every subscription carries the last values, Avaya ones are active and keep renewing,
+    // and there is still exactly one remote subscription per resource.
+    eventually(
+        "every remote subscription carries the last rotation",
+        CONVERGE,
+        Duration::from_millis(300),
+        || async {
+            let avaya = env.avaya.subscriptions();
+            let vonage = env.vonage.subscriptions();
+            let authvia = env.authvia.subscriptions();
+            let current = avaya.len() == 20
+                && avaya.iter().all(|s| {
+                    s.auth_token.as_deref() == Some("avaya-token-3") && env.avaya.status_of(&s.id) == Some("ACTIVE")
+                })
+                && vonage.len() == 20
+                && vonage.iter().all(|s| s.secret == signing_secret(3))
+                && authvia.len() == 20
+                && authvia
+                    .iter()
+                    .all(|s| s.text("secret") == Some(authvia_signing(3).as_str()));
+            if !current {
+                eprintln!(
+                    "stale: avaya {:?} vonage {} authvia {:?}",
+                    avaya
+                        .iter()
+                        .filter(|s| s.auth_token.as_deref() != Some("avaya-token-3")
+                            || env.avaya.status_of(&s.id) != Some("ACTIVE"))
+                        .map(|s| (s.auth_token.clone(), env.avaya.status_of(&s.id)))
+                        .collect::<Vec<_>>(),
+                    vonage.iter().filter(|s| s.secret != signing_secret(3)).count(),
+                    authvia
+                        .iter()
+                        .filter(|s| s.text("secret") != Some(authvia_signing(3).as_str()))
+                        .map(|s| s.text("secret").map(str::to_string))
+                        .collect::<Vec<_>>(),
+                );
+            }
+            current.then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "rotations: 3 rounds and 10 kills, all current {:.1}s after the first rotation",
+        started.elapsed().as_secs_f64()
+    );
+    let all = all_ready(&subs, 60).await;
+    let remote = remote_ids(&env);
+    assert!(
+        remote.values().all(|ids| ids.len() == 20),
+        "no duplicate, no leak: {remote:?}"
+    );
+    for s in &all {
+        let id = s.status.as_ref().unwrap().subscription_id.clone().unwrap();
+        assert!(remote.values().any(|ids| ids.contains(&id)), "{id} exists remotely");
+    }
+    let renewed_before: u32 = env.avaya.subscriptions().iter().map(|s| s.renewals).sum();
+    eventually(
+        "renewals go on after the last kill",
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+        || async {
+            env.avaya
+                .subscriptions()
+                .iter()
+                .all(|s| s.renewals > 0 && env.avaya.status_of(&s.id) == Some("ACTIVE"))
+                .then_some(())
+                .filter(|()| env.avaya.subscriptions().iter().map(|s| s.renewals).sum::<u32>() >= renewed_before + 20)
+        },
+    )
+    .await;
+    child.kill().await.unwrap();
+}
+
+/// An AuthVia signing secret (32 to 64 characters) for rotation `round`.
+fn authvia_signing(round: u8) -> String {
+    format!("authvia-signing-secret-of-rotation-round-{round}")
+}
+
+/// A Vonage signing secret (base64 of 32 bytes) for rotation `round`.
+fn signing_secret(round: u8) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode([round; 32])
 }

@@ -38,6 +38,8 @@ pub struct SimRequest {
     pub body: String,
     /// The status answered.
     pub status: u16,
+    /// When it arrived (wall-clock order, for measuring gaps between calls).
+    pub at: std::time::Instant,
 }
 
 /// What a fault does.
@@ -383,6 +385,7 @@ async fn serve(core: Arc<SimCore>, router: Router, request: Request<Body>) -> Re
             .to_string(),
         body: String::from_utf8_lossy(&body).into_owned(),
         status: 0,
+        at: std::time::Instant::now(),
     };
     let response = match core.matching_fault(&parts.method, &path) {
         Some(SimFaultAction::Status(status, retry_after)) => {
