@@ -27,6 +27,9 @@ pub struct Applied {
     pub remote: Remote,
     /// Whether it was renewed.
     pub renewed: bool,
+    /// Whether the provider's answer started a new lifetime (a create or a renew): only then is the
+    /// renewal time computed afresh; later reads of the same expiry leave it as it is.
+    pub new_lifetime: bool,
     /// Whether anything was written to the provider.
     pub changed: bool,
 }
@@ -87,6 +90,7 @@ async fn carry_out(
             id: remote.id.clone(),
             remote,
             renewed: false,
+            new_lifetime: false,
             changed: false,
         }),
         Action::Blocked { reason, message } => Err(ReconcileError::Blocked { reason, message }),
@@ -124,6 +128,7 @@ async fn create(
         id: created.id.clone(),
         remote: created,
         renewed: false,
+        new_lifetime: true,
         changed: true,
     })
 }
@@ -157,6 +162,7 @@ async fn converge(
         id,
         remote: latest,
         renewed,
+        new_lifetime: renewed,
         changed: !update.is_empty() || renewed,
     })
 }

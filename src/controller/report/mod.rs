@@ -14,6 +14,10 @@ use super::status::{condition_state, format_time, set_condition};
 use crate::api::{Annotations, RenewalPolicy, WebhookSubscriptionStatus, condition};
 use crate::providers::{Field, ProviderType, RemoteState};
 
+/// How far two reads of one expiry may differ and still be the same lifetime (an expiry derived from a
+/// whole-second `expiresIn` at the moment of each read).
+const SAME_EXPIRY: SignedDuration = SignedDuration::from_secs(2);
+
 /// The facts of a pass that the report needs.
 #[derive(Clone, Debug)]
 pub struct Pass<'a> {
@@ -283,19 +287,31 @@ fn applied_status(
     applied: &Applied,
     secret_hash: Option<String>,
 ) -> Note {
+    let remote = &applied.remote;
+    // The renewal time is fixed when a create or renew answers, from that answer's lifetime; a later read
+    // of the same expiry (Avaya derives it from `expiresIn`, so it moves by a second or so) keeps both,
+    // so a drift check neither shifts the renewal towards the expiry nor writes anything.
+    let same_lifetime = !applied.new_lifetime
+        && next.observed_generation == Some(pass.generation)
+        && next.renewal_time.is_some()
+        && match (time_of(&next.expires_at), remote.expires_at) {
+            (Some(known), Some(read)) => known.duration_since(read).abs() <= SAME_EXPIRY,
+            _ => false,
+        };
     next.observed_generation = Some(pass.generation);
     next.subscription_id = Some(applied.id.clone());
     next.applied_secret_hash = secret_hash;
     next.last_handled_reconcile_at = pass.annotations.reconcile_requested.clone();
     next.last_handled_renew_at = pass.annotations.renew_requested.clone();
     next.failed_attempts = None;
-    let remote = &applied.remote;
     next.remote_state = Some(remote.state.as_str().to_string());
-    next.expires_at = remote.expires_at.map(format_time);
-    next.renewal_time = remote
-        .expires_at
-        .map(|exp| plan::renewal_time(pass.now, exp, pass.renewal, pass.uid))
-        .map(format_time);
+    if !same_lifetime {
+        next.expires_at = remote.expires_at.map(format_time);
+        next.renewal_time = remote
+            .expires_at
+            .map(|exp| plan::renewal_time(pass.now, exp, pass.renewal, pass.uid))
+            .map(format_time);
+    }
     if applied.renewed {
         next.last_renewed_at = Some(format_time(pass.now));
         next.renewal_count = Some(next.renewal_count.unwrap_or(0).saturating_add(1));
@@ -310,17 +326,14 @@ fn applied_status(
         pass.generation,
         pass.now,
     );
-    let synced = if applied.changed {
-        "the provider was brought in line with the spec"
-    } else {
-        "the provider matches the spec"
-    };
+    // One message whether this pass changed something or not (the Events say what changed), so the read
+    // after a change writes nothing.
     set_condition(
         &mut next.conditions,
         condition::SYNCED,
         true,
         Reason::ReconcileSuccess,
-        synced,
+        "the provider matches the spec",
         pass.generation,
         pass.now,
     );

@@ -42,6 +42,7 @@ fn applied(state: RemoteState, changed: bool) -> Outcome {
             id: "id-1".into(),
             remote: remote(state, None),
             renewed: false,
+            new_lifetime: false,
             changed,
         },
         secret_hash: Some("sha256:abc".into()),
@@ -88,7 +89,7 @@ fn a_first_success_is_ready_available_synced_and_announced() {
     assert_eq!(s.last_handled_reconcile_at.as_deref(), Some("t1"));
     assert_eq!(
         find_condition(&s.conditions, "Synced").unwrap().message,
-        "the provider was brought in line with the spec"
+        "the provider matches the spec"
     );
     assert_eq!(
         r.events,
@@ -142,6 +143,7 @@ fn renewals_schedule_the_next_one_from_the_answer() {
             id: "id-1".into(),
             remote: remote(RemoteState::Active, Some("2026-01-01T12:15:00Z")),
             renewed: true,
+            new_lifetime: true,
             changed: true,
         },
         secret_hash: None,
@@ -186,6 +188,7 @@ fn every_step_done_is_an_event_in_order() {
             id: "id-1".into(),
             remote: remote(RemoteState::Active, None),
             renewed: true,
+            new_lifetime: true,
             changed: true,
         },
         secret_hash: None,
@@ -545,5 +548,49 @@ fn a_pause_says_what_it_holds_back_ahead_of_time() {
     assert!(
         ready.contains("while paused; remove the webhook-operator.dev/paused annotation"),
         "{ready}"
+    );
+}
+
+#[test]
+fn the_renewal_time_is_fixed_by_the_answer_that_started_the_lifetime() {
+    let a = Annotations::default();
+    let read = |expires: &str, new_lifetime: bool| Outcome::Applied {
+        applied: Applied {
+            id: "id-1".into(),
+            remote: remote(RemoteState::Active, Some(expires)),
+            renewed: new_lifetime,
+            new_lifetime,
+            changed: new_lifetime,
+        },
+        secret_hash: Some("sha256:abc".into()),
+        done: Vec::new(),
+    };
+    // Renewed at 12:00 for 15 minutes: renewal at about two thirds of it.
+    let renewed = report(&ready_status(), &pass(&a), None, read("2026-01-01T12:15:00Z", true)).status;
+    let scheduled = renewed.renewal_time.clone().unwrap();
+    // Read again five minutes later (the expiry derived from `expiresIn` a second off): nothing moves and
+    // nothing is written.
+    let later = Pass {
+        now: ts("2026-01-01T12:05:00Z"),
+        ..pass(&a)
+    };
+    let drift_read = report(&renewed, &later, None, read("2026-01-01T12:15:01Z", false));
+    assert_eq!(drift_read.status.renewal_time.as_deref(), Some(scheduled.as_str()));
+    assert_eq!(drift_read.status.expires_at, renewed.expires_at);
+    assert_eq!(
+        drift_read.status_write(&renewed),
+        None,
+        "a read that changes nothing writes nothing"
+    );
+    // An expiry that really moved (renewed by someone else) is taken, and the renewal follows it.
+    let moved = report(&renewed, &later, None, read("2026-01-01T12:30:00Z", false)).status;
+    assert_eq!(moved.expires_at.as_deref(), Some("2026-01-01T12:30:00Z"));
+    assert_ne!(moved.renewal_time.as_deref(), Some(scheduled.as_str()));
+    // The next renewal answer fixes a new time from its own lifetime.
+    let renewed_again = report(&renewed, &later, None, read("2026-01-01T12:20:00Z", true)).status;
+    let next: Timestamp = renewed_again.renewal_time.as_deref().unwrap().parse().unwrap();
+    assert!(
+        next > ts("2026-01-01T12:14:00Z") && next <= ts("2026-01-01T12:15:00Z"),
+        "{next}"
     );
 }
