@@ -193,8 +193,8 @@ async fn converge(
         };
     }
     let lookup = plan::lookup(&facts);
-    if let plan::Lookup::Get(_) = &lookup {
-        tracing::debug!(subscription = %sub.name_any(), reason = facts.remote_check_reason(), "reading the remote subscription");
+    if let Some(reason) = facts.remote_check_reason() {
+        tracing::debug!(subscription = %sub.name_any(), reason = reason.as_str(), "looking at the remote subscription");
     }
     // Observe: the remote side.
     let observation = match observe::remote(api.as_ref(), lookup, &desired).await {
@@ -202,14 +202,23 @@ async fn converge(
         Ok(Some(observation)) => observation,
         Err(error) => return Outcome::Failed { error, inputs, done },
     };
-    ctx.objects.update(pass.uid, |s| s.last_remote_check = Some(pass.now));
+    let unread = matches!(observation, plan::Observation::Recorded(_));
+    if !unread {
+        ctx.objects.update(pass.uid, |s| s.last_remote_check = Some(pass.now));
+    }
 
     // Plan: what to change; act: change it.
     let action = plan::decide(&facts, &desired, observation);
     if !ctx.may_act() {
         return Outcome::Held(Wake::After(LEADERSHIP_RECHECK));
     }
-    let acted = act::run(&ctx.client, sub, api.as_ref(), &facts, &desired, action).await;
+    let mut acted = act::run(&ctx.client, sub, api.as_ref(), &facts, &desired, action).await;
+    // Observe (from the answer): a subscription acted on unread turned out to be gone.
+    if unread && matches!(&acted.result, Err(ReconcileError::Provider(e)) if e.is_not_found()) {
+        done.extend(acted.done);
+        let action = plan::decide(&facts, &desired, plan::Observation::Gone);
+        acted = act::run(&ctx.client, sub, api.as_ref(), &facts, &desired, action).await;
+    }
     done.extend(acted.done);
     match acted.result {
         Ok(applied) => Outcome::Applied {

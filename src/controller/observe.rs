@@ -364,6 +364,7 @@ pub async fn remote(
 ) -> Result<Option<Observation>, ReconcileError> {
     Ok(match lookup {
         Lookup::Nothing => None,
+        Lookup::Recorded(id) => Some(Observation::Recorded(id)),
         Lookup::Get(id) => match api.get(&id).await {
             Ok(remote) => Some(Observation::Found(remote)),
             Err(e) if e.is_not_found() => Some(Observation::Gone),

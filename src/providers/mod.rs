@@ -296,6 +296,18 @@ impl RemoteState {
         }
     }
 
+    /// From what [`RemoteState::as_str`] wrote (e.g. `status.remoteState`).
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "ACTIVE" => RemoteState::Active,
+            "INACTIVE" => RemoteState::Inactive,
+            "PENDING" => RemoteState::Pending,
+            "Enabled" => RemoteState::Enabled,
+            "Disabled" => RemoteState::Disabled,
+            other => RemoteState::Unknown(other.to_string()),
+        }
+    }
+
     /// As the provider writes it (and `status.remoteState` shows it).
     pub fn as_str(&self) -> &str {
         match self {

@@ -198,6 +198,8 @@ async fn avaya_is_renewed_before_expiry_and_reactivated() {
     let agents = env.wait_ready("agents").await;
     let id = agents.status.unwrap().subscription_id.unwrap();
     // Watch the simulator for 7 s: renewals keep it ACTIVE the whole time.
+    let renewals_before = env.avaya.subscription(&id).unwrap().renewals;
+    env.avaya.core.clear_requests();
     let until = Instant::now() + Duration::from_secs(7);
     while Instant::now() < until {
         assert_eq!(env.avaya.status_of(&id), Some("ACTIVE"), "never INACTIVE");
@@ -205,8 +207,26 @@ async fn avaya_is_renewed_before_expiry_and_reactivated() {
     }
     let renewed = env.get_sub("agents").unwrap().status.unwrap();
     assert!(renewed.renewal_count.unwrap_or(0) >= 2, "{renewed:?}");
-    assert!(env.avaya.subscription(&id).unwrap().renewals >= 2);
+    let renewals = env.avaya.subscription(&id).unwrap().renewals - renewals_before;
+    assert!(renewals >= 2);
     assert!(renewed.last_renewed_at.is_some());
+    // Each renewal was one call: the renew itself, nothing read before it.
+    let calls: Vec<String> = env
+        .avaya
+        .core
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains(&id))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(
+        calls.iter().all(|c| c.starts_with("POST") && c.ends_with(":renew")),
+        "{calls:?}"
+    );
+    assert!(
+        calls.len() as u32 >= renewals && calls.len() as u32 <= renewals + 1,
+        "one call per renewal: {calls:?}"
+    );
 
     // Forced INACTIVE: reactivated through renew on the next check.
     env.avaya.deactivate(&id);
@@ -257,13 +277,30 @@ async fn rotated_secrets_reach_the_provider_and_the_next_delivery() {
         .subscription_id
         .unwrap();
 
-    // Avaya: a new token in the Secret → renew with it → the next delivery carries it.
+    // Avaya: a new token in the Secret → renew with it (one call, nothing read first) → the next delivery
+    // carries it.
     let started = Instant::now();
+    env.avaya.core.clear_requests();
     env.secret(NS, "avaya-token", &[("token", "avaya-delivery-token-two")]);
     until("Avaya token rotated", || {
         env.avaya.subscription(&avaya_id).unwrap().auth_token.as_deref() == Some("avaya-delivery-token-two")
     })
     .await;
+    let calls: Vec<String> = env
+        .avaya
+        .core
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains(&avaya_id))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(
+        calls,
+        vec![format!(
+            "POST {}/subscriptions/{avaya_id}:renew",
+            webhook_operator::sandbox::providers::avaya::API_PREFIX
+        )]
+    );
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "rotation within seconds: {:?}",
@@ -285,6 +322,7 @@ async fn rotated_secrets_reach_the_provider_and_the_next_delivery() {
 
     // AuthVia: a new signing secret → update → deliveries signed with it.
     let rotated = "authvia-signing-secret-rotated-abcdefghij";
+    env.authvia.core.clear_requests();
     env.secret(
         NS,
         "authvia-hook",
@@ -294,6 +332,19 @@ async fn rotated_secrets_reach_the_provider_and_the_next_delivery() {
         env.authvia.subscription(&authvia_id).unwrap().text("secret") == Some(rotated)
     })
     .await;
+    let calls: Vec<String> = env
+        .authvia
+        .core
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains(&authvia_id))
+        .map(|r| r.method)
+        .collect();
+    assert_eq!(
+        calls,
+        vec!["PATCH".to_string()],
+        "a rotation is one update, nothing read first"
+    );
     env.receiver.expect(
         "/authvia/payments",
         Expectation::AuthviaSecret(SecretString::from(rotated)),

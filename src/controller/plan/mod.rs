@@ -13,7 +13,7 @@ use super::bindings::{self, Rotation};
 use super::claims::{Claimant, Claims};
 use super::reason::Reason;
 use crate::api::{AdoptionPolicy, Annotations, WebhookSubscriptionStatus, condition, find_condition};
-use crate::providers::{Desired, Field, ProviderType, Remote, drift};
+use crate::providers::{Desired, Field, ProviderType, Remote, RemoteState, drift};
 
 /// What the controller knows before any remote call.
 #[derive(Clone, Debug)]
@@ -91,27 +91,90 @@ impl Facts {
         })
     }
 
-    /// Why the remote subscription must be read now, or None when nothing asks for it.
-    pub fn remote_check_reason(&self) -> Option<&'static str> {
+    /// Why the remote subscription must be looked at now, or None when nothing asks for it.
+    pub fn remote_check_reason(&self) -> Option<CheckReason> {
         let ready = find_condition(&self.status.conditions, condition::READY).is_some_and(|c| c.status == "True");
         if self.status.observed_generation != Some(self.generation) {
-            Some("spec changed")
+            Some(CheckReason::SpecChanged)
         } else if self.secret_hash != self.status.applied_secret_hash {
-            Some("secret changed")
+            Some(CheckReason::SecretChanged)
         } else if self.annotations.external_id.as_deref() != self.status.subscription_id.as_deref() {
-            Some("external-id set")
+            Some(CheckReason::ExternalIdSet)
         } else if !ready {
-            Some("not ready")
+            Some(CheckReason::NotReady)
         } else if self.reconcile_requested() {
-            Some("reconcile requested")
+            Some(CheckReason::ReconcileRequested)
         } else if self.renew_requested() {
-            Some("renewal requested")
+            Some(CheckReason::RenewRequested)
         } else if self.renewal_due() {
-            Some("renewal due")
+            Some(CheckReason::RenewalDue)
         } else if self.drift_check_due() {
-            Some("drift check due")
+            Some(CheckReason::DriftCheckDue)
         } else {
             None
+        }
+    }
+
+    /// The remote subscription as status records it (what a pass that needs no read acts on): no fields,
+    /// so nothing counts as drift.
+    fn recorded_remote(&self, id: &str) -> Remote {
+        Remote {
+            id: id.to_string(),
+            state: RemoteState::parse(self.status.remote_state.as_deref().unwrap_or_default()),
+            expires_at: self.status.expires_at.as_deref().and_then(|t| t.parse().ok()),
+            fields: Default::default(),
+            generated_secret: None,
+        }
+    }
+}
+
+/// Why a pass looks at the remote subscription.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckReason {
+    /// `metadata.generation` moved.
+    SpecChanged,
+    /// A referenced Secret's value changed (rotation).
+    SecretChanged,
+    /// `external-id` names another subscription than status (an import, or a fix by hand).
+    ExternalIdSet,
+    /// Not Ready: what is wrong is read afresh.
+    NotReady,
+    /// `reconcile-requested-at`.
+    ReconcileRequested,
+    /// `renew-requested-at`.
+    RenewRequested,
+    /// `renewalTime` has come.
+    RenewalDue,
+    /// The drift check interval has passed.
+    DriftCheckDue,
+}
+
+impl CheckReason {
+    /// For logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckReason::SpecChanged => "spec changed",
+            CheckReason::SecretChanged => "secret changed",
+            CheckReason::ExternalIdSet => "external-id set",
+            CheckReason::NotReady => "not ready",
+            CheckReason::ReconcileRequested => "reconcile requested",
+            CheckReason::RenewRequested => "renewal requested",
+            CheckReason::RenewalDue => "renewal due",
+            CheckReason::DriftCheckDue => "drift check due",
+        }
+    }
+
+    /// Whether the remote subscription must be read first. A renewal and a rotation of a Ready
+    /// subscription are one call each: the renew or update answers with the subscription, and a
+    /// subscription gone meanwhile answers NotFound (then it is recreated).
+    fn needs_read(self) -> bool {
+        match self {
+            CheckReason::SecretChanged | CheckReason::RenewRequested | CheckReason::RenewalDue => false,
+            CheckReason::SpecChanged
+            | CheckReason::ExternalIdSet
+            | CheckReason::NotReady
+            | CheckReason::ReconcileRequested
+            | CheckReason::DriftCheckDue => true,
         }
     }
 }
@@ -132,6 +195,8 @@ pub enum Lookup {
     Nothing,
     /// Read the subscription with this id.
     Get(String),
+    /// Act on the subscription with this id as status records it, without reading it first.
+    Recorded(String),
     /// List the account and match on the adoption fields.
     Find(Search),
 }
@@ -156,7 +221,8 @@ pub fn check_claim(facts: &Facts) -> Option<(Reason, String)> {
 pub fn lookup(facts: &Facts) -> Lookup {
     match facts.known_id() {
         Some(id) => match facts.remote_check_reason() {
-            Some(_) => Lookup::Get(id.to_string()),
+            Some(reason) if reason.needs_read() => Lookup::Get(id.to_string()),
+            Some(_) => Lookup::Recorded(id.to_string()),
             None => Lookup::Nothing,
         },
         None if facts.annotations.create_pending.is_some() => Lookup::Find(Search::LeakRecovery),
@@ -169,6 +235,8 @@ pub fn lookup(facts: &Facts) -> Lookup {
 pub enum Observation {
     /// The subscription.
     Found(Remote),
+    /// Not read: the subscription with this id, as status records it.
+    Recorded(String),
     /// The id is unknown to the provider.
     Gone,
     /// Subscriptions matching on the adoption fields.
@@ -276,6 +344,7 @@ pub fn decide(facts: &Facts, desired: &Desired, observation: Observation) -> Act
             }
         }
         Observation::Found(remote) => converge(facts, desired, remote),
+        Observation::Recorded(id) => converge(facts, desired, facts.recorded_remote(&id)),
     }
 }
 

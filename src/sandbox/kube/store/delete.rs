@@ -8,7 +8,9 @@ use super::*;
 impl State {
     /// Removes an object for good, with a DELETED event at a new revision, then its dependents.
     pub(super) fn remove(&mut self, rt: &ResourceType, key: ObjectKey, mut last: Value) -> Value {
-        self.objects.remove(&key);
+        if let Some(old) = self.objects.remove(&key) {
+            self.owners.removed(&key, &old);
+        }
         self.managers.remove(&key);
         self.revision += 1;
         meta_mut(&mut last).insert("resourceVersion".into(), json!(self.revision.to_string()));
@@ -24,7 +26,9 @@ impl State {
             let ns = key.3.clone();
             self.remove_all(|k| k.2 == ns);
         }
-        self.collect_garbage();
+        if let Some(uid) = meta_str(&last, "uid").map(str::to_string) {
+            self.collect_garbage(&uid);
+        }
         self.at_version(rt, &last)
     }
 
@@ -43,30 +47,19 @@ impl State {
         }
     }
 
-    /// Background garbage collection: removes objects all of whose owners are gone.
-    pub(super) fn collect_garbage(&mut self) {
-        let uids: BTreeSet<String> = self
-            .objects
-            .values()
-            .filter_map(|o| meta_str(o, "uid").map(str::to_string))
-            .collect();
-        let live_uids = &uids;
-        let orphaned = |o: &Value| {
-            meta(o)["ownerReferences"].as_array().is_some_and(|owners| {
-                !owners.is_empty()
-                    && owners
-                        .iter()
-                        .all(|r| r["uid"].as_str().is_none_or(|u| !live_uids.contains(u)))
-            })
-        };
-        let doomed: Vec<ObjectKey> = self
-            .objects
-            .iter()
-            .filter(|(_, o)| orphaned(o))
-            .map(|(k, _)| k.clone())
-            .collect();
-        if !doomed.is_empty() {
-            self.remove_all(|k| doomed.contains(k));
+    /// Background garbage collection after `removed_uid` went: removes its dependents whose owners are
+    /// all gone (and theirs, through `remove`).
+    pub(super) fn collect_garbage(&mut self, removed_uid: &str) {
+        for key in self.owners.orphans_of(removed_uid, &self.objects) {
+            if let Some(object) = self.objects.get(&key).map(|o| Value::clone(o))
+                && let Some(rt) = self
+                    .resources
+                    .iter()
+                    .find(|r| r.group == key.0 && r.plural == key.1)
+                    .cloned()
+            {
+                self.remove(&rt, key, object);
+            }
         }
     }
 

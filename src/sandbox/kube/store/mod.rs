@@ -2,7 +2,7 @@
 //! pipeline every verb goes through (system fields, metadata normalisation, status and generation rules,
 //! validation, no-op detection, finalizer-driven deletion).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 
 mod admission;
 mod delete;
+mod owners;
 mod ownership;
 mod patch;
 mod write;
@@ -148,6 +149,8 @@ pub struct State {
     next_continue: u64,
     /// Field ownership per object (server-side apply bookkeeping, rendered as `managedFields`).
     managers: HashMap<ObjectKey, Vec<ManagedEntry>>,
+    /// Owner references, for garbage collection.
+    owners: owners::OwnerIndex,
 }
 
 /// Who writes, and how: the field manager, `force` for apply, and dry-run.
@@ -271,6 +274,7 @@ impl State {
             continues: HashMap::new(),
             next_continue: 0,
             managers: HashMap::new(),
+            owners: owners::OwnerIndex::default(),
         };
         let namespaces = state.resource("", "v1", "namespaces").expect("namespaces are built in");
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {

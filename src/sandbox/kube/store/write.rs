@@ -418,6 +418,7 @@ impl State {
         };
         let stored = Arc::new(object);
         let previous = self.objects.insert(key.clone(), stored.clone());
+        self.owners.stored(&key, &stored, previous.as_deref());
         self.log_change(rt, &key, change, stored.clone(), previous);
         if rt.group == "events.k8s.io" && rt.plural == "events" {
             self.mirror_core_event(&key, &stored);
@@ -463,6 +464,7 @@ impl State {
         meta_mut(&mut view).insert("resourceVersion".into(), json!(self.revision.to_string()));
         let stored = Arc::new(view);
         let previous = self.objects.insert(core_key.clone(), stored.clone());
+        self.owners.stored(&core_key, &stored, previous.as_deref());
         let change = if previous.is_some() {
             ChangeType::Modified
         } else {
