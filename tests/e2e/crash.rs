@@ -385,10 +385,11 @@ async fn a_killed_or_stopped_leader_is_replaced_and_never_acts_beside_the_new_on
 fn renewals_by_id(env: &Env) -> BTreeMap<String, Vec<Instant>> {
     let mut by_id: BTreeMap<String, Vec<Instant>> = BTreeMap::new();
     for request in env.avaya.core.requests() {
-        if request.method == "POST" && request.status < 300 {
-            if let Some(id) = request.path.strip_suffix(":renew").and_then(|p| p.rsplit('/').next()) {
-                by_id.entry(id.to_string()).or_default().push(request.at);
-            }
+        if request.method == "POST"
+            && request.status < 300
+            && let Some(id) = request.path.strip_suffix(":renew").and_then(|p| p.rsplit('/').next())
+        {
+            by_id.entry(id.to_string()).or_default().push(request.at);
         }
     }
     by_id
