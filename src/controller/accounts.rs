@@ -10,17 +10,23 @@ use serde_json::json;
 use super::bindings;
 use super::endpoints::EndpointPolicy;
 use super::error::ConfigError;
+use super::inventory::{Inventoried, Inventory};
 use super::observe::ProviderSettings;
 use crate::clock::SharedClock;
 use crate::providers::http::RetryPolicy;
 use crate::providers::{AccountConfig, WebhookApi, fingerprint_bytes};
 
 /// A cached client and the fingerprint of the settings it was built from.
-type Account = (String, Arc<dyn WebhookApi>);
+type Account = (String, Arc<Inventoried>);
 
 /// Provider clients by account key.
 pub struct ProviderRegistry {
     clients: Mutex<HashMap<String, Account>>,
+    /// Inventories by account key, with the fingerprint of what identifies the account (where it is and
+    /// whose it is: a new rate limit or client secret keeps the inventory, another base URL does not).
+    inventories: Mutex<HashMap<String, (String, Arc<Inventory>)>>,
+    /// How old an inventory's listing may be (the drift check interval).
+    inventory_age: std::time::Duration,
     http: reqwest::Client,
     clock: SharedClock,
     retry: RetryPolicy,
@@ -34,10 +40,18 @@ impl std::fmt::Debug for ProviderRegistry {
 }
 
 impl ProviderRegistry {
-    /// An empty registry.
-    pub fn new(http: reqwest::Client, clock: SharedClock, retry: RetryPolicy, endpoints: EndpointPolicy) -> Self {
+    /// An empty registry whose inventories are listed again when older than `inventory_age`.
+    pub fn new(
+        http: reqwest::Client,
+        clock: SharedClock,
+        retry: RetryPolicy,
+        endpoints: EndpointPolicy,
+        inventory_age: std::time::Duration,
+    ) -> Self {
         ProviderRegistry {
             clients: Mutex::new(HashMap::new()),
+            inventories: Mutex::new(HashMap::new()),
+            inventory_age,
             http,
             clock,
             retry,
@@ -51,7 +65,7 @@ impl ProviderRegistry {
         settings: &ProviderSettings,
         client_id: &str,
         client_secret: &SecretString,
-    ) -> Result<Arc<dyn WebhookApi>, ConfigError> {
+    ) -> Result<Arc<Inventoried>, ConfigError> {
         let block = settings.block()?;
         let identity = serde_json::to_vec(&json!({
             "avaya": settings.avaya, "vonage": settings.vonage, "authvia": settings.authvia,
@@ -86,8 +100,27 @@ impl ProviderRegistry {
             http: self.http.clone(),
             clock: self.clock.clone(),
         };
-        let client = bindings::client(block, &settings.display, &self.endpoints, account)?;
+        let api: Arc<dyn WebhookApi> = bindings::client(block, &settings.display, &self.endpoints, account)?;
+        let client = Arc::new(Inventoried::new(api, self.inventory(settings, client_id)));
         clients.insert(settings.key.clone(), (fingerprint, client.clone()));
         Ok(client)
+    }
+
+    /// The account's inventory: kept while the account stays the same place and identity.
+    fn inventory(&self, settings: &ProviderSettings, client_id: &str) -> Arc<Inventory> {
+        let identity = serde_json::to_vec(&json!({
+            "avaya": settings.avaya, "vonage": settings.vonage, "authvia": settings.authvia, "clientId": client_id,
+        }))
+        .map(|bytes| fingerprint_bytes(&bytes))
+        .unwrap_or_default();
+        let mut inventories = self.inventories.lock().unwrap_or_else(|e| e.into_inner());
+        match inventories.get(&settings.key) {
+            Some((known, inventory)) if *known == identity => inventory.clone(),
+            _ => {
+                let inventory = Arc::new(Inventory::new(self.inventory_age));
+                inventories.insert(settings.key.clone(), (identity, inventory.clone()));
+                inventory
+            }
+        }
     }
 }

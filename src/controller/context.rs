@@ -15,14 +15,15 @@ use super::accounts::ProviderRegistry;
 use super::claims::{ClaimIndex, LiveClaims, RecentClaims};
 use super::endpoints::EndpointPolicy;
 use super::error::ReconcileError;
+use super::inventory::Inventoried;
 use super::leader::LeaderGuard;
 use super::observe::{self, MANAGER, ProviderSettings};
 use super::plan::{Gate, OwnAnnotations};
 use super::report::{Note, Severity};
 use crate::api::{WebhookSubscription, WebhookSubscriptionStatus};
 use crate::clock::SharedClock;
+use crate::providers::fingerprint;
 use crate::providers::http::{RetryPolicy, http_client};
-use crate::providers::{WebhookApi, fingerprint};
 
 /// Operator settings.
 #[derive(Clone, Debug)]
@@ -154,6 +155,7 @@ impl Context {
                 config.clock.clone(),
                 config.retry,
                 config.endpoints.clone(),
+                config.drift_interval,
             ),
             client,
             config,
@@ -197,7 +199,7 @@ impl Context {
     }
 
     /// The account's client, with the fingerprint of the credentials it was built from.
-    pub async fn connect(&self, settings: &ProviderSettings) -> Result<(Arc<dyn WebhookApi>, String), ReconcileError> {
+    pub async fn connect(&self, settings: &ProviderSettings) -> Result<(Arc<Inventoried>, String), ReconcileError> {
         let (client_id, secret): (String, SecretString) = observe::credentials(&self.client, settings).await?;
         let api = self.registry.client(settings, &client_id, &secret)?;
         Ok((api, fingerprint(&secret)))

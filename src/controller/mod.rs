@@ -22,6 +22,7 @@ pub mod claims;
 pub mod context;
 pub mod endpoints;
 pub mod error;
+pub mod inventory;
 pub mod leader;
 pub mod observe;
 pub mod plan;
@@ -44,6 +45,7 @@ pub use reason::Reason;
 pub use watch::{run, run_with, shutdown_signal};
 
 use crate::api::{Annotations, FINALIZER, WebhookSubscription, WebhookSubscriptionStatus, condition};
+use crate::providers::WebhookApi as _;
 use claims::Claims as _;
 use context::ObjectState;
 use error::backoff;
@@ -197,7 +199,7 @@ async fn converge(
         tracing::debug!(subscription = %sub.name_any(), reason = reason.as_str(), "looking at the remote subscription");
     }
     // Observe: the remote side.
-    let observation = match observe::remote(api.as_ref(), lookup, &desired).await {
+    let observation = match observe::remote(api.as_ref(), lookup, &desired, sub.spec.adoption_policy).await {
         Ok(None) => return Outcome::UpToDate,
         Ok(Some(observation)) => observation,
         Err(error) => return Outcome::Failed { error, inputs, done },
@@ -363,7 +365,7 @@ async fn delete_remote(
         Some(id) => id,
         None => {
             let (desired, _) = observe::desired(&ctx.client, sub, api.provider(), &settings.display).await?;
-            let matches = api.find_matches(&desired).await?;
+            let matches = api.matches(&desired, true).await?;
             match plan::leaked(&matches, &claims, api.provider(), &uid_of(sub)) {
                 Leak::Delete(id) => id,
                 Leak::None => return Ok(Cleanup::NoLeak),

@@ -15,11 +15,12 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::bindings::{self, ProviderBlock};
 use super::error::{ConfigError, ReconcileError};
-use super::plan::{Lookup, Observation, Search};
+use super::inventory::Inventoried;
+use super::plan::{Lookup, Observation, Search, needs_fresh_listing};
 use super::reason::Reason;
 use crate::api::{
-    AuthViaProvider, AvayaProvider, ClusterWebhookProvider, CredentialsSecretRef, ProviderKind, RateLimit,
-    SecretKeySelector, SigningSecretSource, VonageProvider, WebhookProvider, WebhookProviderStatus,
+    AdoptionPolicy, AuthViaProvider, AvayaProvider, ClusterWebhookProvider, CredentialsSecretRef, ProviderKind,
+    RateLimit, SecretKeySelector, SigningSecretSource, VonageProvider, WebhookProvider, WebhookProviderStatus,
     WebhookSubscription, condition, find_condition,
 };
 use crate::providers::{Desired, ProviderType, WebhookApi};
@@ -356,26 +357,36 @@ pub async fn desired(
     Ok((desired, reader.to_generate()))
 }
 
-/// Reads what the plan asked for from the provider: one subscription, or the account's matches.
+/// Reads what the plan asked for from the provider: one subscription, the account's matches, or the
+/// account's inventory.
 pub async fn remote(
-    api: &dyn WebhookApi,
+    api: &Inventoried,
     lookup: Lookup,
     desired: &Desired,
+    adoption: AdoptionPolicy,
 ) -> Result<Option<Observation>, ReconcileError> {
+    let read = |id: String| async move {
+        match api.get(&id).await {
+            Ok(remote) => Ok(Some(Observation::Found(remote))),
+            Err(e) if e.is_not_found() => Ok(Some(Observation::Gone)),
+            Err(e) => Err(ReconcileError::from(e)),
+        }
+    };
     Ok(match lookup {
         Lookup::Nothing => None,
         Lookup::Recorded(id) => Some(Observation::Recorded(id)),
-        Lookup::Get(id) => match api.get(&id).await {
-            Ok(remote) => Some(Observation::Found(remote)),
-            Err(e) if e.is_not_found() => Some(Observation::Gone),
-            Err(e) => return Err(e.into()),
+        Lookup::Get(id) => return read(id).await,
+        // Not in the listing: read by itself before believing it gone (a listing may have shifted).
+        Lookup::Listed(id) => match api.listed(&id).await? {
+            Some(remote) => Some(Observation::Found(remote)),
+            None => return read(id).await,
         },
         Lookup::Find(search) => {
-            let mut matches = api.find_matches(desired).await?;
+            let mut matches = api.matches(desired, needs_fresh_listing(search, adoption)).await?;
             // "Our create did not happen" is only believed from two listings: a listing that shifts under
             // concurrent deletes can skip an entry, and a create on a skipped entry would be a duplicate.
             if search == Search::LeakRecovery && matches.is_empty() {
-                matches = api.find_matches(desired).await?;
+                matches = api.matches(desired, true).await?;
             }
             Some(Observation::Matches(search, matches))
         }

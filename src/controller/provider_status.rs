@@ -14,7 +14,7 @@ use super::observe::{MANAGER, ProviderSettings};
 use super::reason::Reason;
 use super::status::set_condition;
 use crate::api::{ClusterWebhookProvider, WebhookProvider, WebhookProviderStatus, condition};
-use crate::providers::{ErrorKind, ProviderType};
+use crate::providers::{ErrorKind, ProviderType, WebhookApi as _};
 
 /// Ready from the outcome of a credentials check.
 pub fn provider_condition(outcome: &Result<ProviderType, ReconcileError>) -> (bool, Reason, String) {

@@ -2,6 +2,7 @@
 
 mod argocd;
 mod cluster;
+mod costs;
 mod crash;
 mod crds;
 mod emulator;

@@ -197,6 +197,8 @@ pub enum Lookup {
     Get(String),
     /// Act on the subscription with this id as status records it, without reading it first.
     Recorded(String),
+    /// Look the subscription with this id up in the account's inventory (a drift check).
+    Listed(String),
     /// List the account and match on the adoption fields.
     Find(Search),
 }
@@ -217,10 +219,26 @@ pub fn check_claim(facts: &Facts) -> Option<(Reason, String)> {
     ))
 }
 
+/// Whether a search needs a listing made now rather than the account's inventory: leak recovery (a create
+/// whose answer was lost is in no record of ours), and adoption a user asked for (the subscription to
+/// adopt was typically just made at the provider). A plain create looks in the inventory.
+pub fn needs_fresh_listing(search: Search, adoption: AdoptionPolicy) -> bool {
+    match (search, adoption) {
+        (Search::LeakRecovery, _) => true,
+        (Search::BeforeCreate, AdoptionPolicy::Adopt | AdoptionPolicy::AdoptOrCreate) => true,
+        (Search::BeforeCreate, AdoptionPolicy::None) => false,
+    }
+}
+
 /// Decides what to read.
 pub fn lookup(facts: &Facts) -> Lookup {
     match facts.known_id() {
         Some(id) => match facts.remote_check_reason() {
+            // A drift check on the operator's interval is served by the account's shared listing; one on a
+            // subscription's own interval reads it by itself.
+            Some(CheckReason::DriftCheckDue) if facts.annotations.drift_check_interval.is_none() => {
+                Lookup::Listed(id.to_string())
+            }
             Some(reason) if reason.needs_read() => Lookup::Get(id.to_string()),
             Some(_) => Lookup::Recorded(id.to_string()),
             None => Lookup::Nothing,

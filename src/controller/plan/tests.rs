@@ -140,9 +140,16 @@ fn every_trigger_reads_the_remote_side() {
             "secret changed" | "renewal requested" | "renewal due" => {
                 assert!(matches!(lookup(&f), Lookup::Recorded(_)), "{reason}")
             }
+            // A drift check on the operator's interval is served by the account's shared listing.
+            "drift check due" => assert!(matches!(lookup(&f), Lookup::Listed(_)), "{reason}"),
             _ => assert!(matches!(lookup(&f), Lookup::Get(_)), "{reason}"),
         }
     }
+    // A subscription with its own drift interval is read by itself.
+    let mut f = facts();
+    f.last_remote_check = None;
+    f.annotations.drift_check_interval = Some(Duration::from_secs(30));
+    assert!(matches!(lookup(&f), Lookup::Get(_)));
     // A handled request does not trigger again.
     let mut f = facts();
     f.annotations.reconcile_requested = Some("t1".into());

@@ -1,0 +1,293 @@
+//! The remote inventory of one provider account: one paginated listing shared by every subscription of
+//! the account, kept current by this process's own calls. It answers adoption look-ups before a create
+//! and drift checks, so creating N subscriptions costs N creates plus the listing's pages (not N listings),
+//! and checking N subscriptions for drift costs one listing per interval (not N reads). Leak recovery
+//! always lists afresh: a create whose answer was lost is exactly what no record of ours shows.
+//!
+//! [`Inventoried`] wraps an account's client: every create, update, renew and read records its answer and
+//! every delete forgets its id, so the rest of the controller calls the provider as before.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use secrecy::SecretString;
+use serde_json::Value;
+
+use crate::providers::{Desired, Field, ProviderType, Remote, Result, WebhookApi};
+
+/// What the account holds, as last listed plus this process's own changes since.
+#[derive(Debug, Default)]
+struct Listing {
+    /// When the last listing started (None: never listed).
+    listed_at: Option<Instant>,
+    by_id: HashMap<String, Remote>,
+    /// Ids by the values of the adoption fields, so that a look-up does not scan the account.
+    by_key: HashMap<String, BTreeSet<String>>,
+    /// While a listing is under way: ids changed or deleted by our own calls since it started, which
+    /// its (older) pages must not undo.
+    changed_during_listing: HashMap<String, Option<Remote>>,
+    listing: bool,
+}
+
+/// The adoption key of a remote subscription or a desired one: the adoption fields' values.
+fn key_of(fields: &std::collections::BTreeMap<Field, Value>, keys: &[Field]) -> String {
+    let values: Vec<Option<&Value>> = keys.iter().map(|k| fields.get(k)).collect();
+    serde_json::to_string(&values).unwrap_or_default()
+}
+
+impl Listing {
+    fn insert(&mut self, remote: Remote, keys: &[Field]) {
+        self.remove(&remote.id, keys);
+        self.by_key
+            .entry(key_of(&remote.fields, keys))
+            .or_default()
+            .insert(remote.id.clone());
+        self.by_id.insert(remote.id.clone(), remote);
+    }
+
+    fn remove(&mut self, id: &str, keys: &[Field]) {
+        if let Some(old) = self.by_id.remove(id) {
+            let key = key_of(&old.fields, keys);
+            if let Some(ids) = self.by_key.get_mut(&key) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    self.by_key.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+/// One account's inventory.
+#[derive(Debug)]
+pub struct Inventory {
+    listing: Mutex<Listing>,
+    /// Held while listing, so that concurrent look-ups wait for one listing instead of starting their own.
+    single_flight: tokio::sync::Mutex<()>,
+    /// How old a listing may be for adoption look-ups and drift checks.
+    max_age: Duration,
+    listings: std::sync::atomic::AtomicU64,
+}
+
+impl Inventory {
+    /// An empty inventory whose listing is refreshed when older than `max_age`.
+    pub fn new(max_age: Duration) -> Self {
+        Inventory {
+            listing: Mutex::default(),
+            single_flight: tokio::sync::Mutex::new(()),
+            max_age,
+            listings: Default::default(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Listing> {
+        self.listing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many listings were made.
+    pub fn listings(&self) -> u64 {
+        self.listings.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn fresh(&self, listed_since: Option<Instant>) -> bool {
+        let listed_at = self.state().listed_at;
+        match (listed_at, listed_since) {
+            (Some(at), Some(since)) => at >= since,
+            (Some(at), None) => at.elapsed() < self.max_age,
+            (None, _) => false,
+        }
+    }
+
+    /// Lists the account unless a listing that started at or after `since` (or, without `since`, one
+    /// younger than the maximum age) exists; one listing at a time, shared by every caller.
+    async fn ensure(&self, api: &dyn WebhookApi, since: Option<Instant>) -> Result<()> {
+        if self.fresh(since) {
+            return Ok(());
+        }
+        let _one = self.single_flight.lock().await;
+        if self.fresh(since) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        {
+            let mut state = self.state();
+            state.listing = true;
+            state.changed_during_listing.clear();
+        }
+        self.listings.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let listed = api.list().await;
+        let keys = api.adoption_fields();
+        let mut state = self.state();
+        state.listing = false;
+        let changed = std::mem::take(&mut state.changed_during_listing);
+        let listed = listed?;
+        state.by_id.clear();
+        state.by_key.clear();
+        for remote in listed {
+            state.insert(remote, keys);
+        }
+        for (id, change) in changed {
+            match change {
+                Some(remote) => state.insert(remote, keys),
+                None => state.remove(&id, keys),
+            }
+        }
+        state.listed_at = Some(started);
+        Ok(())
+    }
+
+    /// The account's subscriptions that match `desired` on the adoption fields, each id once; with
+    /// `fresh`, from a listing started now (leak recovery), otherwise from one within the maximum age.
+    pub async fn matches(&self, api: &dyn WebhookApi, desired: &Desired, fresh: bool) -> Result<Vec<Remote>> {
+        self.ensure(api, fresh.then(Instant::now)).await?;
+        let keys = api.adoption_fields();
+        let state = self.state();
+        let ids = state.by_key.get(&key_of(&desired.comparable(), keys));
+        Ok(ids
+            .into_iter()
+            .flatten()
+            .filter_map(|id| state.by_id.get(id).cloned())
+            .collect())
+    }
+
+    /// The subscription with `id` as listed within the maximum age (None: not in the listing).
+    pub async fn listed(&self, api: &dyn WebhookApi, id: &str) -> Result<Option<Remote>> {
+        self.ensure(api, None).await?;
+        Ok(self.state().by_id.get(id).cloned())
+    }
+
+    /// Records a provider's answer about one subscription.
+    fn record(&self, remote: &Remote, keys: &[Field]) {
+        let mut state = self.state();
+        let mut remote = remote.clone();
+        // A secret the provider generated is the caller's to store, never the inventory's to keep.
+        remote.generated_secret = None;
+        // An answer that does not mention a field (a renew's) says nothing about it: keep what was known.
+        if let Some(known) = state.by_id.get(&remote.id) {
+            for (field, value) in &known.fields {
+                remote.fields.entry(*field).or_insert_with(|| value.clone());
+            }
+        }
+        if state.listing {
+            state
+                .changed_during_listing
+                .insert(remote.id.clone(), Some(remote.clone()));
+        }
+        state.insert(remote, keys);
+    }
+
+    /// Forgets a deleted subscription.
+    fn forget(&self, id: &str, keys: &[Field]) {
+        let mut state = self.state();
+        if state.listing {
+            state.changed_during_listing.insert(id.to_string(), None);
+        }
+        state.remove(id, keys);
+    }
+
+    /// How many subscriptions it holds.
+    pub fn len(&self) -> usize {
+        self.state().by_id.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// An account's client with its inventory: the provider calls, each answer recorded.
+#[derive(Debug)]
+pub struct Inventoried {
+    api: Arc<dyn WebhookApi>,
+    /// The account's inventory.
+    pub inventory: Arc<Inventory>,
+}
+
+impl Inventoried {
+    /// `api` recording into `inventory`.
+    pub fn new(api: Arc<dyn WebhookApi>, inventory: Arc<Inventory>) -> Self {
+        Inventoried { api, inventory }
+    }
+
+    /// See [`Inventory::matches`].
+    pub async fn matches(&self, desired: &Desired, fresh: bool) -> Result<Vec<Remote>> {
+        self.inventory.matches(self.api.as_ref(), desired, fresh).await
+    }
+
+    /// See [`Inventory::listed`].
+    pub async fn listed(&self, id: &str) -> Result<Option<Remote>> {
+        self.inventory.listed(self.api.as_ref(), id).await
+    }
+
+    fn recorded(&self, answer: Result<Remote>) -> Result<Remote> {
+        if let Ok(remote) = &answer {
+            self.inventory.record(remote, self.api.adoption_fields());
+        }
+        answer
+    }
+}
+
+impl WebhookApi for Inventoried {
+    fn provider(&self) -> ProviderType {
+        self.api.provider()
+    }
+
+    fn check_credentials(&self) -> BoxFuture<'_, Result<()>> {
+        self.api.check_credentials()
+    }
+
+    fn create<'a>(&'a self, desired: &'a Desired) -> BoxFuture<'a, Result<Remote>> {
+        Box::pin(async move { self.recorded(self.api.create(desired).await) })
+    }
+
+    fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Remote>> {
+        Box::pin(async move {
+            let answer = self.api.get(id).await;
+            if matches!(&answer, Err(e) if e.is_not_found()) {
+                self.inventory.forget(id, self.api.adoption_fields());
+            }
+            self.recorded(answer)
+        })
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<Remote>>> {
+        self.api.list()
+    }
+
+    fn update<'a>(
+        &'a self,
+        id: &'a str,
+        desired: &'a Desired,
+        fields: &'a std::collections::BTreeSet<Field>,
+    ) -> BoxFuture<'a, Result<Remote>> {
+        Box::pin(async move { self.recorded(self.api.update(id, desired, fields).await) })
+    }
+
+    fn renew<'a>(&'a self, id: &'a str, auth_token: Option<&'a SecretString>) -> BoxFuture<'a, Result<Remote>> {
+        Box::pin(async move { self.recorded(self.api.renew(id, auth_token).await) })
+    }
+
+    fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let answer = self.api.delete(id).await;
+            if answer.is_ok() || matches!(&answer, Err(e) if e.is_not_found()) {
+                self.inventory.forget(id, self.api.adoption_fields());
+            }
+            answer
+        })
+    }
+
+    fn adoption_fields(&self) -> &'static [Field] {
+        self.api.adoption_fields()
+    }
+
+    fn find_matches<'a>(&'a self, desired: &'a Desired) -> BoxFuture<'a, Result<Vec<Remote>>> {
+        Box::pin(async move { self.matches(desired, false).await })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,90 @@
+//! What the work costs, counted at the provider: creating many subscriptions of one account lists it
+//! once (not once per create), and a restarted controller checks every subscription for drift from one
+//! listing of the account (not one read per subscription), writing nothing.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::ListParams;
+
+use crate::support::env::{Env, condition};
+use crate::support::fixtures::{AVAYA_TOKEN, NS, Sub};
+use crate::support::poll::{eventually, until};
+
+/// Avaya's list call (one per page), its creates, and reads of single subscriptions.
+fn avaya_calls(env: &Env) -> (usize, usize, usize) {
+    let requests = env.avaya.core.requests();
+    let list = requests
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with("/subscriptions"))
+        .count();
+    let create = requests
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/subscriptions"))
+        .count();
+    let read = requests
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/subscriptions/"))
+        .count();
+    (list, create, read)
+}
+
+#[tokio::test]
+async fn creates_share_one_listing_and_a_restart_reads_the_account_not_each_subscription() {
+    const N: usize = 60;
+    let mut env = Env::start(Duration::from_secs(600)).await;
+    env.secret(NS, "avaya-token", &[("token", AVAYA_TOKEN)]);
+    env.start_controller();
+    futures::stream::iter(0..N)
+        .for_each_concurrent(16, |i| {
+            let env = &env;
+            async move {
+                env.create_sub(Sub::avaya(&format!("cost-{i:02}"), &format!("/cost/{i}")))
+                    .await;
+            }
+        })
+        .await;
+    let subs = env.subs();
+    eventually(
+        "all Ready",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || async {
+            let list = subs.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .all(|s| condition(s, "Ready").is_some_and(|c| c.0 == "True"))
+                .then_some(())
+                .filter(|()| list.items.len() == N)
+        },
+    )
+    .await;
+    let (list, create, read) = avaya_calls(&env);
+    assert_eq!(create, N, "one create each");
+    assert_eq!(
+        list, 1,
+        "one listing (of the empty account) for all {N} creates, not one per create"
+    );
+    assert_eq!(read, 0, "nothing read back one by one");
+
+    // A restart: every subscription is due a drift check (this process never looked at them), served by
+    // one listing of the account: ⌈60 / 25⌉ = 3 pages.
+    env.stop_controller().await;
+    env.avaya.core.clear_requests();
+    let writes_before = env.emu.with_state(|s| s.revision);
+    env.start_controller();
+    let context = env.context.clone().unwrap();
+    until("every subscription looked at again", || context.objects.len() == N).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (list, create, read) = avaya_calls(&env);
+    assert_eq!(
+        (list, create, read),
+        (3, 0, 0),
+        "one listing of 3 pages, no create, no read"
+    );
+    assert_eq!(
+        env.emu.with_state(|s| s.revision),
+        writes_before,
+        "nothing changed, so nothing was written"
+    );
+}
