@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::bindings;
 use super::error::ReconcileError;
-use super::observe::{MANAGER, SecretToGenerate};
+use super::observe::{MANAGER, Reads, SecretToGenerate};
 use super::plan::{Action, Facts, OwnAnnotations, RenewReason};
 use super::status::format_time;
 use crate::api::{WebhookSubscription, annotation};
@@ -190,13 +190,16 @@ pub async fn write_status(
 
 /// Writes the signing secrets the pass generated, before anything uses them.
 pub async fn store_generated(
-    client: &kube::Client,
+    reads: Reads<'_>,
     sub: &WebhookSubscription,
     secrets: &[SecretToGenerate],
     done: &mut Vec<Done>,
 ) -> Result<(), kube::Error> {
     for s in secrets {
-        store_secret(client, sub, &s.name, &s.key, &s.value).await?;
+        let written = store_secret(reads.client, sub, &s.name, &s.key, &s.value).await?;
+        if let Some(caches) = reads.caches {
+            caches.wrote_secret(&sub.namespace().unwrap_or_default(), &s.name, &written);
+        }
         done.push(Done::SecretGenerated(s.name.clone(), s.key.clone()));
     }
     Ok(())
@@ -214,7 +217,7 @@ async fn store_secret(
     name: &str,
     key: &str,
     value: &SecretString,
-) -> Result<(), kube::Error> {
+) -> Result<Secret, kube::Error> {
     let ns = sub.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let body = json!({
@@ -226,8 +229,7 @@ async fn store_secret(
     });
     secrets
         .patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&body))
-        .await?;
-    Ok(())
+        .await
 }
 
 /// Writes `external-id` and `create-pending` (None removes one), and records what was written: the

@@ -12,12 +12,13 @@ use kube::runtime::reflector::Store;
 use secrecy::SecretString;
 
 use super::accounts::ProviderRegistry;
+use super::cache::{Caches, SubscriptionIndex};
 use super::claims::{ClaimIndex, LiveClaims, RecentClaims};
 use super::endpoints::EndpointPolicy;
 use super::error::ReconcileError;
 use super::inventory::Inventoried;
 use super::leader::LeaderGuard;
-use super::observe::{self, MANAGER, ProviderSettings};
+use super::observe::{self, MANAGER, ProviderSettings, Reads};
 use super::plan::{Gate, OwnAnnotations};
 use super::report::{Note, Severity};
 use crate::api::{WebhookSubscription, WebhookSubscriptionStatus};
@@ -44,6 +45,8 @@ pub struct Config {
     pub endpoints: EndpointPolicy,
     /// With leader election: whether this replica may act now (every write checks it).
     pub leadership: Option<Arc<LeaderGuard>>,
+    /// How many subscriptions are reconciled at once (0: no bound).
+    pub reconcile_concurrency: u16,
 }
 
 impl Config {
@@ -58,6 +61,7 @@ impl Config {
             instance: std::env::var("POD_NAME").unwrap_or_else(|_| "webhook-operator".into()),
             endpoints: EndpointPolicy::default(),
             leadership: None,
+            reconcile_concurrency: 32,
         }
     }
 }
@@ -135,6 +139,10 @@ pub struct Context {
     claims: Mutex<Option<(Instant, Arc<ClaimIndex>)>>,
     /// Claims this process recorded, which the index may not show yet.
     pub recent_claims: Arc<RecentClaims>,
+    /// The watches' caches (set when the controller starts; passes read the API without them).
+    caches: OnceLock<Arc<Caches>>,
+    /// From Secrets and providers to the subscriptions that use them.
+    pub index: Arc<SubscriptionIndex>,
 }
 
 /// How long a claim index is reused: rebuilding it is linear in the subscriptions, so it is rebuilt at
@@ -163,6 +171,8 @@ impl Context {
             subscriptions: OnceLock::new(),
             claims: Mutex::new(None),
             recent_claims: Arc::default(),
+            caches: OnceLock::new(),
+            index: Arc::default(),
         })
     }
 
@@ -170,6 +180,24 @@ impl Context {
     /// Lease renewal is within the renew deadline (a leader that was stopped and resumes must not act).
     pub fn may_act(&self) -> bool {
         self.config.leadership.as_ref().is_none_or(|g| g.is_valid())
+    }
+
+    /// Gives the context the watches' caches.
+    pub fn use_caches(&self, caches: Arc<Caches>) {
+        let _ = self.caches.set(caches);
+    }
+
+    /// The watches' caches, once the controller runs.
+    pub fn caches(&self) -> Option<&Caches> {
+        self.caches.get().map(|c| &**c)
+    }
+
+    /// Where a pass reads Kubernetes objects from.
+    pub fn reads(&self) -> Reads<'_> {
+        Reads {
+            client: &self.client,
+            caches: self.caches(),
+        }
     }
 
     /// Gives the context the controller's view of every subscription (for claims).
@@ -200,7 +228,7 @@ impl Context {
 
     /// The account's client, with the fingerprint of the credentials it was built from.
     pub async fn connect(&self, settings: &ProviderSettings) -> Result<(Arc<Inventoried>, String), ReconcileError> {
-        let (client_id, secret): (String, SecretString) = observe::credentials(&self.client, settings).await?;
+        let (client_id, secret): (String, SecretString) = observe::credentials(self.reads(), settings).await?;
         let api = self.registry.client(settings, &client_id, &secret)?;
         Ok((api, fingerprint(&secret)))
     }

@@ -18,6 +18,7 @@
 pub mod accounts;
 pub mod act;
 pub mod bindings;
+pub mod cache;
 pub mod claims;
 pub mod context;
 pub mod endpoints;
@@ -136,7 +137,7 @@ async fn converge(
     };
     // Observe: the provider, its credentials and the Secrets the spec references.
     let observed = async {
-        let settings = observe::resolve_provider(&ctx.client, sub, &ctx.config.operator_namespace).await?;
+        let settings = observe::resolve_provider(ctx.reads(), sub, &ctx.config.operator_namespace).await?;
         if let Some(why) = &settings.credentials_refused {
             return Err(ConfigError::provider(format!(
                 "{} cannot use its credentials: {why}; fix its credentials Secret (this subscription goes on by itself then)",
@@ -145,7 +146,7 @@ async fn converge(
             .into());
         }
         let (api, credentials) = ctx.connect(&settings).await?;
-        let (desired, to_generate) = observe::desired(&ctx.client, sub, api.provider(), &settings.display).await?;
+        let (desired, to_generate) = observe::desired(ctx.reads(), sub, api.provider(), &settings.display).await?;
         let identity = format!("{}|{credentials}", settings.key);
         Ok::<_, ReconcileError>((api, identity, desired, to_generate))
     }
@@ -187,7 +188,7 @@ async fn converge(
     }
     // Act: signing secrets this pass generated are stored before anything uses them.
     let mut done = Vec::new();
-    if let Err(e) = act::store_generated(&ctx.client, sub, &to_generate, &mut done).await {
+    if let Err(e) = act::store_generated(ctx.reads(), sub, &to_generate, &mut done).await {
         return Outcome::Failed {
             error: e.into(),
             inputs,
@@ -345,7 +346,7 @@ async fn delete_remote(
         }
     }
     let connected = async {
-        let settings = observe::resolve_provider(&ctx.client, sub, &ctx.config.operator_namespace).await?;
+        let settings = observe::resolve_provider(ctx.reads(), sub, &ctx.config.operator_namespace).await?;
         let (api, _) = ctx.connect(&settings).await?;
         Ok::<_, ReconcileError>((api, settings))
     }
@@ -364,7 +365,7 @@ async fn delete_remote(
     let target = match known_id {
         Some(id) => id,
         None => {
-            let (desired, _) = observe::desired(&ctx.client, sub, api.provider(), &settings.display).await?;
+            let (desired, _) = observe::desired(ctx.reads(), sub, api.provider(), &settings.display).await?;
             let matches = api.matches(&desired, true).await?;
             match plan::leaked(&matches, &claims, api.provider(), &uid_of(sub)) {
                 Leak::Delete(id) => id,

@@ -5,15 +5,17 @@
 //! secret to be generated is only queued here ([`SecretReader::to_generate`]), `act` writes it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::Api;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::bindings::{self, ProviderBlock};
+use super::cache::{Caches, SecretValues};
 use super::error::{ConfigError, ReconcileError};
 use super::inventory::Inventoried;
 use super::plan::{Lookup, Observation, Search, needs_fresh_listing};
@@ -116,19 +118,29 @@ pub struct SecretToGenerate {
 /// Reads the Secrets of one namespace for one pass, each at most once: references often share a Secret
 /// (a provider's id and secret, AuthVia's signing secret and header values).
 pub struct SecretReader<'a> {
-    client: &'a kube::Client,
+    reads: Reads<'a>,
     namespace: String,
     /// The uid of the subscription the pass is for: the owner a generated Secret must have.
     owner_uid: String,
-    cache: HashMap<String, Option<Secret>>,
+    cache: HashMap<String, Option<Arc<SecretValues>>>,
     to_generate: Vec<SecretToGenerate>,
+}
+
+/// Where a pass reads Kubernetes objects from: the watches' caches when the controller runs them, the API
+/// otherwise.
+#[derive(Clone, Copy)]
+pub struct Reads<'a> {
+    /// The client, for what no cache holds.
+    pub client: &'a kube::Client,
+    /// The controller's caches.
+    pub caches: Option<&'a Caches>,
 }
 
 impl<'a> SecretReader<'a> {
     /// A reader of `namespace`, for the subscription with `owner_uid`.
-    pub fn new(client: &'a kube::Client, namespace: &str, owner_uid: &str) -> Self {
+    pub fn new(reads: Reads<'a>, namespace: &str, owner_uid: &str) -> Self {
         SecretReader {
-            client,
+            reads,
             namespace: namespace.to_string(),
             owner_uid: owner_uid.to_string(),
             cache: HashMap::new(),
@@ -137,13 +149,18 @@ impl<'a> SecretReader<'a> {
     }
 
     /// The Secret, if it exists.
-    async fn secret(&mut self, name: &str) -> Result<Option<&Secret>, kube::Error> {
+    async fn secret(&mut self, name: &str) -> Result<Option<&SecretValues>, kube::Error> {
         if !self.cache.contains_key(name) {
-            let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
-            let secret = secrets.get_opt(name).await?;
+            let secret = match self.reads.caches {
+                Some(caches) => caches.secret(self.reads.client, &self.namespace, name).await?,
+                None => {
+                    let secrets: Api<Secret> = Api::namespaced(self.reads.client.clone(), &self.namespace);
+                    secrets.get_opt(name).await?.map(|s| Arc::new(SecretValues::of(&s)))
+                }
+            };
             self.cache.insert(name.to_string(), secret);
         }
-        Ok(self.cache[name].as_ref())
+        Ok(self.cache[name].as_deref())
     }
 
     /// One key's value, or a ConfigError naming the Secret, the key and where it is used.
@@ -224,20 +241,14 @@ impl<'a> SecretReader<'a> {
 }
 
 /// A non-empty value of a Secret key.
-fn key_value(secret: &Secret, key: &str) -> Option<SecretString> {
-    secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .map(|ByteString(bytes)| String::from_utf8_lossy(bytes).into_owned())
-        .filter(|v| !v.is_empty())
-        .map(SecretString::from)
+fn key_value(secret: &SecretValues, key: &str) -> Option<SecretString> {
+    secret.data.get(key).cloned()
 }
 
 /// Whether the operator may write a generated key into this Secret: only one that does not exist yet or
 /// that the subscription owns (a user's Secret is never written).
-pub fn may_generate_into(existing: Option<&Secret>, owner_uid: &str) -> bool {
-    existing.is_none_or(|s| s.owner_references().iter().any(|o| o.uid == owner_uid))
+pub fn may_generate_into(existing: Option<&SecretValues>, owner_uid: &str) -> bool {
+    existing.is_none_or(|s| s.owner_uids.iter().any(|uid| uid == owner_uid))
 }
 
 /// Whether a namespace with these labels is selected; an operator outside Kubernetes' four (or In/NotIn
@@ -275,16 +286,27 @@ pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, Stri
 
 /// Finds the subscription's provider, checking that its namespace may use a cluster provider.
 pub async fn resolve_provider(
-    client: &kube::Client,
+    reads: Reads<'_>,
     sub: &WebhookSubscription,
     operator_namespace: &str,
 ) -> Result<ProviderSettings, ReconcileError> {
+    let client = reads.client;
     let ns = sub.namespace().unwrap_or_default();
     let name = &sub.spec.provider_ref.name;
+    if let Some(caches) = reads.caches {
+        // The caches fill once at start; until then a provider would look absent.
+        let _ = caches.ready().await;
+    }
     match sub.spec.provider_ref.kind {
         ProviderKind::WebhookProvider => {
-            let api: Api<WebhookProvider> = Api::namespaced(client.clone(), &ns);
-            match api.get_opt(name).await? {
+            let provider = match reads.caches {
+                Some(caches) => caches.providers.get(&ObjectRef::new(name).within(&ns)),
+                None => Api::<WebhookProvider>::namespaced(client.clone(), &ns)
+                    .get_opt(name)
+                    .await?
+                    .map(Arc::new),
+            };
+            match provider {
                 Some(p) => Ok(ProviderSettings::namespaced(&p)),
                 None => Err(ConfigError::provider(format!(
                     "WebhookProvider \"{name}\" does not exist in namespace {ns}; create it or fix spec.providerRef (kind ClusterWebhookProvider for a cluster-wide one)"
@@ -293,20 +315,28 @@ pub async fn resolve_provider(
             }
         }
         ProviderKind::ClusterWebhookProvider => {
-            let api: Api<ClusterWebhookProvider> = Api::all(client.clone());
-            let Some(p) = api.get_opt(name).await? else {
+            let provider = match reads.caches {
+                Some(caches) => caches.cluster_providers.get(&ObjectRef::new(name)),
+                None => Api::<ClusterWebhookProvider>::all(client.clone())
+                    .get_opt(name)
+                    .await?
+                    .map(Arc::new),
+            };
+            let Some(p) = provider else {
                 return Err(ConfigError::provider(format!(
                     "ClusterWebhookProvider \"{name}\" does not exist; create it or fix spec.providerRef"
                 ))
                 .into());
             };
             if let Some(selector) = &p.spec.namespace_selector {
-                let namespaces: Api<Namespace> = Api::all(client.clone());
-                let labels = namespaces
-                    .get_opt(&ns)
-                    .await?
-                    .map(|n| n.labels().clone())
-                    .unwrap_or_default();
+                let labels = match reads.caches {
+                    Some(caches) => caches.namespace_labels(&ns),
+                    None => Api::<Namespace>::all(client.clone())
+                        .get_opt(&ns)
+                        .await?
+                        .map(|n| n.labels().clone()),
+                }
+                .unwrap_or_default();
                 let admitted = selector_matches(selector, &labels).map_err(|problem| {
                     ConfigError::provider(format!(
                         "ClusterWebhookProvider \"{name}\" has an invalid {problem}; ask the platform team to fix it"
@@ -326,7 +356,7 @@ pub async fn resolve_provider(
 
 /// Reads the provider's credentials.
 pub async fn credentials(
-    client: &kube::Client,
+    reads: Reads<'_>,
     settings: &ProviderSettings,
 ) -> Result<(String, SecretString), ReconcileError> {
     let r = &settings.credentials;
@@ -339,7 +369,7 @@ pub async fn credentials(
         name: r.name.clone(),
         key: r.client_secret_key.clone(),
     };
-    let mut reader = SecretReader::new(client, &settings.credentials_namespace, "");
+    let mut reader = SecretReader::new(reads, &settings.credentials_namespace, "");
     let id = reader.value(&id_selector, &used_by, true).await?;
     let secret = reader.value(&secret_selector, &used_by, true).await?;
     Ok((id.expose_secret().to_string(), secret))
@@ -347,12 +377,12 @@ pub async fn credentials(
 
 /// What the provider should hold, with the referenced Secrets read, and the signing secrets to generate.
 pub async fn desired(
-    client: &kube::Client,
+    reads: Reads<'_>,
     sub: &WebhookSubscription,
     provider: ProviderType,
     provider_display: &str,
 ) -> Result<(Desired, Vec<SecretToGenerate>), ReconcileError> {
-    let mut reader = SecretReader::new(client, &sub.namespace().unwrap_or_default(), &uid_of(sub));
+    let mut reader = SecretReader::new(reads, &sub.namespace().unwrap_or_default(), &uid_of(sub));
     let desired = bindings::desired(sub, provider, provider_display, &mut reader).await?;
     Ok((desired, reader.to_generate()))
 }
@@ -483,18 +513,20 @@ mod tests {
     #[test]
     fn generated_secrets_go_only_into_absent_or_owned_secrets() {
         assert!(may_generate_into(None, "uid-1"));
-        let owned_by = |uid: &str| Secret {
-            metadata: ObjectMeta {
-                owner_references: Some(vec![OwnerReference {
-                    uid: uid.into(),
+        let owned_by = |uid: &str| {
+            SecretValues::of(&Secret {
+                metadata: ObjectMeta {
+                    owner_references: Some(vec![OwnerReference {
+                        uid: uid.into(),
+                        ..Default::default()
+                    }]),
                     ..Default::default()
-                }]),
+                },
                 ..Default::default()
-            },
-            ..Default::default()
+            })
         };
         assert!(may_generate_into(Some(&owned_by("uid-1")), "uid-1"));
         assert!(!may_generate_into(Some(&owned_by("uid-2")), "uid-1"));
-        assert!(!may_generate_into(Some(&Secret::default()), "uid-1"));
+        assert!(!may_generate_into(Some(&SecretValues::of(&Secret::default())), "uid-1"));
     }
 }

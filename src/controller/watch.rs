@@ -5,19 +5,21 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::ResourceExt;
-use kube::api::Api;
+use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::controller::Controller;
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::{PredicateConfig, WatchStreamExt};
 
 use super::bindings;
+use super::cache::{Caches, ProviderKey};
 use super::context::{Config, Context};
 use super::observe::uid_of;
 use super::provider_status;
-use crate::api::{ClusterWebhookProvider, ProviderKind, WebhookProvider, WebhookSubscription};
+use crate::api::{ClusterWebhookProvider, WebhookProvider, WebhookSubscription};
 
 /// How often per-object state is pruned to the objects that still exist.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(300);
@@ -40,17 +42,80 @@ pub async fn run(
     run_with(Context::new(client, config), shutdown).await;
 }
 
+/// Whether a change of a subscription can change what a pass does: its spec (generation), annotations,
+/// labels, finalizers or deletion. A status write (the operator's own, after every pass that changed
+/// something) is not, so it does not wake the subscription a second time.
+fn meaningful_change(sub: &WebhookSubscription) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = &sub.metadata;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (
+        meta.generation,
+        &meta.annotations,
+        &meta.labels,
+        &meta.finalizers,
+        meta.deletion_timestamp.as_ref().map(|t| t.0),
+    )
+        .hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// Drops what no pass needs from a watched object's metadata before it is cached (a Secret's
+/// `last-applied-configuration` annotation would even hold its values).
+fn slim<K: kube::Resource>(object: &mut K) {
+    object.meta_mut().annotations = None;
+    object.meta_mut().managed_fields = None;
+}
+
 /// Runs the controllers on `ctx` until `shutdown` resolves.
 pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
     let wc = watcher::Config::default();
-    let controller = Controller::new(Api::<WebhookSubscription>::all(client.clone()), wc.clone());
-    let store = controller.store();
+    // Subscriptions: the index of what each uses is kept from the same watch as the cache.
+    let (store, writer) = reflector::store();
+    let index = ctx.index.clone();
+    let subscription_events = watcher(Api::<WebhookSubscription>::all(client.clone()), wc.clone())
+        .default_backoff()
+        .map_ok(move |event| {
+            index.observe(&event);
+            event
+        })
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(meaningful_change, PredicateConfig::default());
+    let controller = Controller::for_stream(subscription_events, store.clone())
+        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.reconcile_concurrency));
     ctx.watch_subscriptions(store.clone());
     let provider_controller = Controller::new(Api::<WebhookProvider>::all(client.clone()), wc.clone());
     let cluster_provider_controller = Controller::new(Api::<ClusterWebhookProvider>::all(client.clone()), wc.clone());
     let (provider_store, cluster_provider_store) = (provider_controller.store(), cluster_provider_controller.store());
-    let (by_provider, by_cluster_provider, by_secret) = (store.clone(), store.clone(), store.clone());
+    // Namespaces (labels only) and Secrets (metadata only: values are read when a pass needs them).
+    let (namespace_store, namespace_writer) = reflector::store();
+    let namespaces = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), wc.clone())
+        .default_backoff()
+        .modify(slim)
+        .reflect(namespace_writer)
+        .for_each(|_| futures::future::ready(()));
+    let (secret_store, secret_writer) = reflector::store();
+    let caches = Arc::new(Caches::new(
+        provider_store.clone(),
+        cluster_provider_store.clone(),
+        namespace_store,
+        secret_store,
+    ));
+    ctx.use_caches(caches.clone());
+    let forget = caches.clone();
+    let secret_events = watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), wc.clone())
+        .default_backoff()
+        .modify(slim)
+        .map_ok(move |event| {
+            if let watcher::Event::Delete(secret) = &event {
+                forget.forget_secret(&secret.namespace().unwrap_or_default(), &secret.name_any());
+            }
+            event
+        })
+        .reflect(secret_writer)
+        .touched_objects();
     let operator_namespace = ctx.config.operator_namespace.clone();
     tokio::spawn(signal_ready(store.clone()));
     let watchdog = tokio::spawn(expect_progress(
@@ -58,6 +123,7 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
         cluster_provider_controller.store(),
         ctx.config.provider_check_interval,
     ));
+    let namespaces = tokio::spawn(namespaces);
     let prune = tokio::spawn(prune_states(ctx.clone(), store));
     let (recheck_provider, provider_rechecks) = futures::channel::mpsc::unbounded();
     let (recheck_cluster_provider, cluster_provider_rechecks) = futures::channel::mpsc::unbounded();
@@ -65,50 +131,36 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let (by_provider, by_cluster_provider, by_secret) = (ctx.index.clone(), ctx.index.clone(), ctx.index.clone());
     let subscriptions = controller
         .watches(
             Api::<WebhookProvider>::all(client.clone()),
             wc.clone(),
             move |p: WebhookProvider| {
-                let ns = p.namespace().unwrap_or_default();
-                by_provider
-                    .state()
-                    .into_iter()
-                    .filter(|s| {
-                        s.namespace().as_deref() == Some(&ns)
-                            && s.spec.provider_ref.kind == ProviderKind::WebhookProvider
-                            && s.spec.provider_ref.name == p.name_any()
-                    })
-                    .map(|s| ObjectRef::from_obj(&*s))
-                    .collect::<Vec<_>>()
+                by_provider.using_provider(&ProviderKey::Namespaced(
+                    p.namespace().unwrap_or_default(),
+                    p.name_any(),
+                ))
             },
         )
         .watches(
             Api::<ClusterWebhookProvider>::all(client.clone()),
             wc.clone(),
-            move |p: ClusterWebhookProvider| {
-                by_cluster_provider
-                    .state()
-                    .into_iter()
-                    .filter(|s| {
-                        s.spec.provider_ref.kind == ProviderKind::ClusterWebhookProvider
-                            && s.spec.provider_ref.name == p.name_any()
-                    })
-                    .map(|s| ObjectRef::from_obj(&*s))
-                    .collect::<Vec<_>>()
-            },
+            move |p: ClusterWebhookProvider| by_cluster_provider.using_provider(&ProviderKey::Cluster(p.name_any())),
         )
-        .watches(Api::<Secret>::all(client.clone()), wc.clone(), move |secret: Secret| {
+        .watches_stream(secret_events, move |secret: PartialObjectMeta<Secret>| {
             let ns = secret.namespace().unwrap_or_default();
             let name = secret.name_any();
-            // The providers whose credentials these are are checked again at once (one Secret watch serves
-            // both: a second would double what the operator holds of every Secret).
+            // The providers whose credentials these are are checked again at once, and their
+            // subscriptions woken (one Secret watch serves both).
+            let mut subscriptions = by_secret.using_secret(&ns, &name);
             for p in provider_store
                 .state()
                 .iter()
                 .filter(|p| p.namespace().as_deref() == Some(&ns) && p.spec.credentials_secret_ref.name == name)
             {
                 let _ = recheck_provider.unbounded_send(ObjectRef::from_obj(&**p));
+                subscriptions.extend(by_secret.using_provider(&ProviderKey::Namespaced(ns.clone(), p.name_any())));
             }
             if ns == operator_namespace {
                 for p in cluster_provider_store
@@ -117,26 +169,10 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
                     .filter(|p| p.spec.credentials_secret_ref.name == name)
                 {
                     let _ = recheck_cluster_provider.unbounded_send(ObjectRef::from_obj(&**p));
+                    subscriptions.extend(by_secret.using_provider(&ProviderKey::Cluster(p.name_any())));
                 }
             }
-            by_secret
-                .state()
-                .into_iter()
-                .filter(|s| {
-                    let provider = &s.spec.provider_ref.name;
-                    let credentials = match s.spec.provider_ref.kind {
-                        ProviderKind::WebhookProvider if s.namespace().as_deref() == Some(&ns) => provider_store
-                            .get(&ObjectRef::new(provider).within(&ns))
-                            .map(|p| p.spec.credentials_secret_ref.name.clone()),
-                        ProviderKind::ClusterWebhookProvider if ns == operator_namespace => cluster_provider_store
-                            .get(&ObjectRef::new(provider))
-                            .map(|p| p.spec.credentials_secret_ref.name.clone()),
-                        ProviderKind::WebhookProvider | ProviderKind::ClusterWebhookProvider => None,
-                    };
-                    uses_secret(s, &ns, &name, credentials.as_deref())
-                })
-                .map(|s| ObjectRef::from_obj(&*s))
-                .collect::<Vec<_>>()
+            subscriptions
         })
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(super::reconcile, super::error_policy, ctx.clone())
@@ -170,6 +206,7 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
     futures::join!(subscriptions, providers, cluster_providers);
     prune.abort();
     watchdog.abort();
+    namespaces.abort();
     crate::telemetry::health().expect_progress_within(None);
 }
 
