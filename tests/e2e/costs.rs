@@ -87,4 +87,30 @@ async fn creates_share_one_listing_and_a_restart_reads_the_account_not_each_subs
         writes_before,
         "nothing changed, so nothing was written"
     );
+
+    // An up-to-date pass reads nothing: a label on every subscription wakes each once, and the only
+    // requests the API server sees besides the test's own patches are the open watches.
+    env.emu.clear_requests();
+    env.avaya.core.clear_requests();
+    for i in 0..N {
+        env.subs()
+            .patch(
+                &format!("cost-{i:02}"),
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(serde_json::json!({"metadata": {"labels": {"touched": "yes"}}})),
+            )
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let requests: Vec<String> = env
+        .emu
+        .requests()
+        .into_iter()
+        .filter(|r| !r.query.contains("watch"))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(requests.len(), N, "only the test's {N} patches: {requests:?}");
+    assert!(requests.iter().all(|r| r.starts_with("PATCH")), "{requests:?}");
+    assert_eq!(avaya_calls(&env), (0, 0, 0), "and no provider call");
 }
