@@ -37,6 +37,10 @@ enum Command {
         /// How often providers' credentials are checked for their Ready condition.
         #[arg(long, default_value = "5m", value_parser = parse_duration)]
         provider_check_interval: Duration,
+        /// How many subscriptions are reconciled at once (1 to 1000). Each provider account's rate limit
+        /// still applies; more concurrency only helps across accounts.
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        reconcile_concurrency: u16,
         /// Where `/metrics`, `/healthz` and `/readyz` are served.
         #[arg(long, default_value = "0.0.0.0:8080")]
         metrics_addr: std::net::SocketAddr,
@@ -133,6 +137,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             cluster_resource_namespace,
             drift_check_interval,
             provider_check_interval,
+            reconcile_concurrency,
             metrics_addr,
             log_format,
             leader_election,
@@ -153,6 +158,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             );
             config.drift_interval = drift_check_interval;
             config.provider_check_interval = provider_check_interval;
+            config.reconcile_concurrency = reconcile_concurrency;
             config.instance = leader_election_id.clone();
             config.endpoints.allowed_origins = allow_override_origins;
             #[cfg(feature = "sandbox")]
