@@ -21,6 +21,10 @@ use super::observe::uid_of;
 use super::provider_status;
 use crate::api::{ClusterWebhookProvider, WebhookProvider, WebhookSubscription};
 
+/// How long passes in flight may take to finish after a shutdown signal (the kubelet's default grace
+/// period is 30 s; the operator stops well within 5).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
 /// How often per-object state is pruned to the objects that still exist.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(300);
 
@@ -128,6 +132,7 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
     let (recheck_provider, provider_rechecks) = futures::channel::mpsc::unbounded();
     let (recheck_cluster_provider, cluster_provider_rechecks) = futures::channel::mpsc::unbounded();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_rx_for_grace = stop_rx.clone();
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -203,7 +208,18 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    futures::join!(subscriptions, providers, cluster_providers);
+    // After the signal, passes in flight get a short grace period, then are dropped: a process must stop
+    // within seconds whatever is queued (a pass waiting on a rate limit or a Retry-After could take
+    // minutes). A create dropped mid-way is recovered from its create-pending annotation.
+    let mut stopping = stop_rx_for_grace;
+    let grace = async move {
+        let _ = stopping.wait_for(|s| *s).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        _ = async { futures::join!(subscriptions, providers, cluster_providers) } => {}
+        () = grace => tracing::warn!(grace = ?SHUTDOWN_GRACE, "passes still in flight at shutdown were dropped"),
+    }
     prune.abort();
     watchdog.abort();
     namespaces.abort();

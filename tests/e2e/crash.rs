@@ -540,3 +540,60 @@ fn signing_secret(round: u8) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode([round; 32])
 }
+
+#[tokio::test]
+async fn sigterm_stops_within_seconds_whatever_is_queued_and_nothing_is_duplicated() {
+    let (env, kubeconfig) = environment(Duration::from_secs(600)).await;
+    // One request per second: 40 creates queue up behind the account's rate limit.
+    let mut avaya = env.emu.get(GROUP, "v1alpha1", "webhookproviders", NS, "avaya").unwrap();
+    avaya["spec"]["rateLimit"] = json!({"requestsPerSecond": 1, "burst": 1});
+    env.put(GROUP, "v1alpha1", "webhookproviders", NS, avaya.clone());
+    let subs: Api<WebhookSubscription> = Api::namespaced(env.client.clone(), NS);
+    let mut child = operator(&env, &kubeconfig, &[]);
+    for i in 0..40 {
+        subs.create(
+            &Default::default(),
+            &Sub::avaya(&format!("queued-{i:02}"), &format!("/queued/{i}")).build(),
+        )
+        .await
+        .unwrap();
+    }
+    eventually(
+        "the first creates went through",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async { (env.avaya.subscriptions().len() >= 2).then_some(()) },
+    )
+    .await;
+    let pid = child.id().unwrap().to_string();
+    let signalled = Instant::now();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("the process exits after SIGTERM")
+        .unwrap();
+    let stopped = signalled.elapsed();
+    assert!(stopped < Duration::from_secs(5), "stopped {stopped:?} after SIGTERM");
+    eprintln!(
+        "SIGTERM with {} of 40 created: exited after {:.1}s",
+        env.avaya.subscriptions().len(),
+        stopped.as_secs_f64()
+    );
+    // Started again without the limit: the interrupted creates are recovered, none duplicated.
+    avaya["spec"]["rateLimit"] = json!({"requestsPerSecond": 500, "burst": 500});
+    env.put(GROUP, "v1alpha1", "webhookproviders", NS, avaya);
+    let mut child = operator(&env, &kubeconfig, &[]);
+    let all = all_ready(&subs, 40).await;
+    assert_eq!(env.avaya.subscriptions().len(), 40, "one remote subscription each");
+    for s in &all {
+        let id = s.status.as_ref().unwrap().subscription_id.clone().unwrap();
+        assert!(env.avaya.subscription(&id).is_some(), "{id} exists remotely");
+    }
+    child.kill().await.unwrap();
+}
