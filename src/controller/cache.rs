@@ -67,6 +67,9 @@ pub struct Caches {
     /// Secrets, metadata only (no value is held for a Secret no subscription uses).
     pub secrets: Store<PartialObjectMeta<Secret>>,
     values: Mutex<HashMap<(String, String), Arc<SecretValues>>>,
+    /// Whether every store has its first listing: None until then, Some(false) if a store's writer
+    /// went away first.
+    synced: tokio::sync::watch::Sender<Option<bool>>,
 }
 
 impl std::fmt::Debug for Caches {
@@ -89,19 +92,42 @@ impl Caches {
             namespaces,
             secrets,
             values: Mutex::default(),
+            synced: tokio::sync::watch::Sender::new(None),
         }
+    }
+
+    /// Waits for every store's first listing, then lets [`Caches::ready`] answer; run once, beside the
+    /// watches. A kube store's readiness wakes only the last of its waiters (kube-runtime's controllers
+    /// wait on it too), so passes must not wait on the stores themselves, and this looks again every
+    /// 100 ms rather than count on being woken.
+    pub async fn sync(&self) {
+        async fn synced<K>(store: &Store<K>) -> bool
+        where
+            K: kube::Resource + Clone + 'static,
+            K::DynamicType: Eq + std::hash::Hash + Clone,
+        {
+            loop {
+                match tokio::time::timeout(std::time::Duration::from_millis(100), store.wait_until_ready()).await {
+                    Ok(result) => return result.is_ok(),
+                    Err(_) => continue,
+                }
+            }
+        }
+        let all = synced(&self.providers).await
+            && synced(&self.cluster_providers).await
+            && synced(&self.namespaces).await
+            && synced(&self.secrets).await;
+        self.synced.send_replace(Some(all));
     }
 
     fn values(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Arc<SecretValues>>> {
         self.values.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits until every cache has its first listing (at once after that).
-    pub async fn ready(&self) -> Result<(), kube::runtime::reflector::store::WriterDropped> {
-        self.providers.wait_until_ready().await?;
-        self.cluster_providers.wait_until_ready().await?;
-        self.namespaces.wait_until_ready().await?;
-        self.secrets.wait_until_ready().await
+    /// Waits until every cache has its first listing (at once after that); false if it never will.
+    pub async fn ready(&self) -> bool {
+        let mut synced = self.synced.subscribe();
+        matches!(synced.wait_for(Option::is_some).await.map(|s| *s), Ok(Some(true)))
     }
 
     /// A Secret's values: from memory while its resourceVersion is the one they were read at (or older
@@ -320,6 +346,60 @@ mod tests {
                                "authToken": {"secretKeyRef": {"name": secret, "key": "token"}}}},
         }))
         .unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_pass_waiting_for_the_first_listings_goes_on_once_they_are_in() {
+        use kube::runtime::reflector::store;
+        use kube::runtime::watcher::Event;
+        let (providers, mut provider_writer) = store::<WebhookProvider>();
+        let (cluster_providers, mut cluster_provider_writer) = store::<ClusterWebhookProvider>();
+        let (namespaces, mut namespace_writer) = store_for_metadata::<Namespace>();
+        let (secrets, mut secret_writer) = store_for_metadata::<Secret>();
+        let caches = Arc::new(Caches::new(providers, cluster_providers, namespaces, secrets));
+        // Many passes wait at once (a kube store alone would wake only the last of them).
+        let waiting: Vec<_> = (0..20)
+            .map(|_| {
+                let caches = caches.clone();
+                tokio::spawn(async move { caches.ready().await })
+            })
+            .collect();
+        let sync = tokio::spawn({
+            let caches = caches.clone();
+            async move { caches.sync().await }
+        });
+        tokio::task::yield_now().await;
+        // Another waiter on a store after it (as kube-runtime's controllers are) takes the wake-up.
+        let other = tokio::spawn({
+            let caches = caches.clone();
+            async move { caches.providers.wait_until_ready().await.is_ok() }
+        });
+        tokio::task::yield_now().await;
+        provider_writer.apply_watcher_event(&Event::InitDone);
+        cluster_provider_writer.apply_watcher_event(&Event::InitDone);
+        namespace_writer.apply_watcher_event(&Event::InitDone);
+        secret_writer.apply_watcher_event(&Event::InitDone);
+        for pass in waiting {
+            let ready = tokio::time::timeout(std::time::Duration::from_secs(5), pass)
+                .await
+                .expect("woken")
+                .unwrap();
+            assert!(ready);
+        }
+        sync.await.unwrap();
+        assert!(other.await.unwrap());
+        assert!(caches.ready().await, "and at once afterwards");
+    }
+
+    fn store_for_metadata<K>() -> (
+        kube::runtime::reflector::Store<PartialObjectMeta<K>>,
+        kube::runtime::reflector::store::Writer<PartialObjectMeta<K>>,
+    )
+    where
+        K: kube::Resource<DynamicType = ()> + Clone,
+        PartialObjectMeta<K>: kube::Resource<DynamicType = ()> + Clone,
+    {
+        kube::runtime::reflector::store()
     }
 
     fn names(refs: Vec<ObjectRef<WebhookSubscription>>) -> Vec<String> {

@@ -108,6 +108,10 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
         secret_store,
     ));
     ctx.use_caches(caches.clone());
+    let sync = tokio::spawn({
+        let caches = caches.clone();
+        async move { caches.sync().await }
+    });
     let forget = caches.clone();
     let secret_events = watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), wc.clone())
         .default_backoff()
@@ -221,6 +225,7 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
         () = grace => tracing::warn!(grace = ?SHUTDOWN_GRACE, "passes still in flight at shutdown were dropped"),
     }
     prune.abort();
+    sync.abort();
     watchdog.abort();
     namespaces.abort();
     crate::telemetry::health().expect_progress_within(None);
