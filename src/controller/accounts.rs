@@ -13,7 +13,7 @@ use super::error::ConfigError;
 use super::inventory::{Inventoried, Inventory};
 use super::observe::ProviderSettings;
 use crate::clock::SharedClock;
-use crate::providers::http::RetryPolicy;
+use crate::providers::http::{RateLimiter, RetryPolicy};
 use crate::providers::{AccountConfig, WebhookApi, fingerprint_bytes};
 
 /// A cached client and the fingerprint of the settings it was built from.
@@ -25,6 +25,8 @@ pub struct ProviderRegistry {
     /// Inventories by account key, with the fingerprint of what identifies the account (where it is and
     /// whose it is: a new rate limit or client secret keeps the inventory, another base URL does not).
     inventories: Mutex<HashMap<String, (String, Arc<Inventory>)>>,
+    /// Rate limiters by account key.
+    limiters: Mutex<HashMap<String, Arc<RateLimiter>>>,
     /// How old an inventory's listing may be (the drift check interval).
     inventory_age: std::time::Duration,
     http: reqwest::Client,
@@ -51,6 +53,7 @@ impl ProviderRegistry {
         ProviderRegistry {
             clients: Mutex::new(HashMap::new()),
             inventories: Mutex::new(HashMap::new()),
+            limiters: Mutex::new(HashMap::new()),
             inventory_age,
             http,
             clock,
@@ -89,21 +92,34 @@ impl ProviderRegistry {
                 )
             })
             .unwrap_or((5.0, 10));
+        // One limiter per account, kept across rebuilt clients: a new rateLimit applies to calls already
+        // waiting, and a Retry-After pause to every client of the account.
+        let limiter = self.limiter(&settings.key);
+        limiter.set(rps, burst);
         let account = |base_url: String, token_url: String| AccountConfig {
             base_url,
             token_url,
             client_id: client_id.to_string(),
             client_secret: client_secret.clone(),
-            requests_per_second: rps,
-            burst,
+            limiter: limiter.clone(),
             retry: self.retry,
             http: self.http.clone(),
             clock: self.clock.clone(),
         };
         let api: Arc<dyn WebhookApi> = bindings::client(block, &settings.display, &self.endpoints, account)?;
-        let client = Arc::new(Inventoried::new(api, self.inventory(settings, client_id)));
+        let client = Arc::new(Inventoried::new(api, self.inventory(settings, client_id), limiter));
         clients.insert(settings.key.clone(), (fingerprint, client.clone()));
         Ok(client)
+    }
+
+    /// The account's rate limiter.
+    fn limiter(&self, key: &str) -> Arc<RateLimiter> {
+        self.limiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.to_string())
+            .or_insert_with(|| Arc::new(RateLimiter::new(5.0, 10)))
+            .clone()
     }
 
     /// The account's inventory: kept while the account stays the same place and identity.

@@ -15,7 +15,12 @@ use futures::future::BoxFuture;
 use secrecy::SecretString;
 use serde_json::Value;
 
+use crate::providers::http::RateLimiter;
 use crate::providers::{Desired, Field, ProviderType, Remote, Result, WebhookApi};
+
+/// A listing may come at most once per this many times its own duration: listing pages then take at
+/// most a fifth of the account's rate limit, however many subscriptions it holds.
+const LISTING_SHARE: u32 = 5;
 
 /// What the account holds, as last listed plus this process's own changes since.
 #[derive(Debug, Default)]
@@ -28,7 +33,10 @@ struct Listing {
     /// While a listing is under way: ids changed or deleted by our own calls since it started, which
     /// its (older) pages must not undo.
     changed_during_listing: HashMap<String, Option<Remote>>,
-    listing: bool,
+    /// When the listing under way started.
+    listing: Option<Instant>,
+    /// How long the last complete listing took.
+    took: Duration,
 }
 
 /// The adoption key of a remote subscription or a desired one: the adoption fields' values.
@@ -92,12 +100,33 @@ impl Inventory {
     }
 
     fn fresh(&self, listed_since: Option<Instant>) -> bool {
-        let listed_at = self.state().listed_at;
-        match (listed_at, listed_since) {
+        let state = self.state();
+        match (state.listed_at, listed_since) {
             (Some(at), Some(since)) => at >= since,
-            (Some(at), None) => at.elapsed() < self.max_age,
+            (Some(at), None) => at.elapsed() < self.max_age(state.took),
             (None, _) => false,
         }
+    }
+
+    /// How old a listing may get: the drift interval, or more when listing takes long (a large account
+    /// at a low rate limit), so that listings take at most [`LISTING_SHARE`] of the account's time.
+    fn max_age(&self, took: Duration) -> Duration {
+        self.max_age.max(took.saturating_mul(LISTING_SHARE))
+    }
+
+    /// While a listing that a drift check or a plain create would wait for is under way: about how long
+    /// it still takes (from how long the last one took). A pass is better off coming back then than
+    /// holding a reconcile slot while it waits.
+    pub fn listing_under_way(&self) -> Option<Duration> {
+        let state = self.state();
+        let started = state.listing?;
+        let current = state
+            .listed_at
+            .is_some_and(|at| at.elapsed() < self.max_age(state.took));
+        if current {
+            return None;
+        }
+        Some(state.took.saturating_sub(started.elapsed()).max(Duration::from_secs(1)))
     }
 
     /// Lists the account unless a listing that started at or after `since` (or, without `since`, one
@@ -113,14 +142,14 @@ impl Inventory {
         let started = Instant::now();
         {
             let mut state = self.state();
-            state.listing = true;
+            state.listing = Some(started);
             state.changed_during_listing.clear();
         }
         self.listings.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let listed = api.list().await;
         let keys = api.adoption_fields();
         let mut state = self.state();
-        state.listing = false;
+        state.listing = None;
         let changed = std::mem::take(&mut state.changed_during_listing);
         let listed = listed?;
         state.by_id.clear();
@@ -135,6 +164,7 @@ impl Inventory {
             }
         }
         state.listed_at = Some(started);
+        state.took = started.elapsed();
         Ok(())
     }
 
@@ -170,7 +200,7 @@ impl Inventory {
                 remote.fields.entry(*field).or_insert_with(|| value.clone());
             }
         }
-        if state.listing {
+        if state.listing.is_some() {
             state
                 .changed_during_listing
                 .insert(remote.id.clone(), Some(remote.clone()));
@@ -181,7 +211,7 @@ impl Inventory {
     /// Forgets a deleted subscription.
     fn forget(&self, id: &str, keys: &[Field]) {
         let mut state = self.state();
-        if state.listing {
+        if state.listing.is_some() {
             state.changed_during_listing.insert(id.to_string(), None);
         }
         state.remove(id, keys);
@@ -204,12 +234,29 @@ pub struct Inventoried {
     api: Arc<dyn WebhookApi>,
     /// The account's inventory.
     pub inventory: Arc<Inventory>,
+    /// The account's rate limiter.
+    limiter: Arc<RateLimiter>,
 }
 
 impl Inventoried {
-    /// `api` recording into `inventory`.
-    pub fn new(api: Arc<dyn WebhookApi>, inventory: Arc<Inventory>) -> Self {
-        Inventoried { api, inventory }
+    /// `api` recording into `inventory`, limited by `limiter`.
+    pub fn new(api: Arc<dyn WebhookApi>, inventory: Arc<Inventory>, limiter: Arc<RateLimiter>) -> Self {
+        Inventoried {
+            api,
+            inventory,
+            limiter,
+        }
+    }
+
+    /// For a routine pass: `None` to go on now, or how long to stay away because the account is at its
+    /// rate limit or (`shared_listing`) the listing the pass needs is under way.
+    pub fn come_back_after(&self, shared_listing: bool) -> Option<Duration> {
+        let jitter = || Duration::from_millis(fastrand::u64(0..500));
+        shared_listing
+            .then(|| self.inventory.listing_under_way())
+            .flatten()
+            .map(|wait| wait + jitter())
+            .or_else(|| self.limiter.come_back_after())
     }
 
     /// See [`Inventory::matches`].

@@ -186,6 +186,17 @@ async fn converge(
     if !ctx.may_act() {
         return Outcome::Held(Wake::After(LEADERSHIP_RECHECK));
     }
+    let lookup = plan::lookup(&facts);
+    // Plan: routine work stands back while its account is at the rate limit, so that due renewals find
+    // both a reconcile slot and the next token (a create that waited could cost a renewal its lifetime).
+    if plan::is_routine(&facts, &lookup) {
+        let shared_listing = plan::uses_shared_listing(&lookup, sub.spec.adoption_policy);
+        if let Some(after) = api.come_back_after(shared_listing) {
+            tracing::debug!(subscription = %sub.name_any(), after_ms = after.as_millis() as u64, "account at its rate limit; coming back later");
+            crate::telemetry::deferred(api.provider().as_str());
+            return Outcome::Held(Wake::After(after));
+        }
+    }
     // Act: signing secrets this pass generated are stored before anything uses them.
     let mut done = Vec::new();
     if let Err(e) = act::store_generated(ctx.reads(), sub, &to_generate, &mut done).await {
@@ -195,7 +206,6 @@ async fn converge(
             done,
         };
     }
-    let lookup = plan::lookup(&facts);
     if let Some(reason) = facts.remote_check_reason() {
         tracing::debug!(subscription = %sub.name_any(), reason = reason.as_str(), "looking at the remote subscription");
     }

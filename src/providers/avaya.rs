@@ -248,8 +248,9 @@ impl WebhookApi for AvayaClient {
     fn renew<'a>(&'a self, id: &'a str, auth_token: Option<&'a SecretString>) -> BoxFuture<'a, Result<Remote>> {
         Box::pin(async move {
             // Renewing twice is harmless, so the call may be retried.
-            let mut call =
-                Call::new("renew", Method::POST, self.url(&format!("/subscriptions/{id}:renew"))).idempotent(true);
+            let mut call = Call::new("renew", Method::POST, self.url(&format!("/subscriptions/{id}:renew")))
+                .idempotent(true)
+                .renewal();
             if let Some(token) = auth_token {
                 call = call
                     .json(json!({"transport": {"authToken": token.expose_secret()}}))

@@ -13,7 +13,6 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::time::Instant;
 
 use super::auth::{TokenCache, transport_reason};
 use super::error::{ErrorKind, ProviderError, Result, Violation};
@@ -57,62 +56,7 @@ impl RetryPolicy {
     }
 }
 
-/// A token bucket: `rate` requests per second on average, bursts of up to `burst`.
-#[derive(Debug)]
-pub struct RateLimiter {
-    rate: f64,
-    burst: f64,
-    bucket: std::sync::Mutex<(f64, Instant)>,
-    /// A `Retry-After` the account was given: no call until then, from any subscription.
-    paused_until: std::sync::Mutex<Option<Instant>>,
-}
-
-impl RateLimiter {
-    /// A full bucket.
-    pub fn new(requests_per_second: f64, burst: u32) -> Self {
-        let burst = f64::from(burst.max(1));
-        RateLimiter {
-            rate: requests_per_second.max(0.01),
-            burst,
-            bucket: std::sync::Mutex::new((burst, Instant::now())),
-            paused_until: std::sync::Mutex::new(None),
-        }
-    }
-
-    /// Holds every call of the account for `wait` (a 429's `Retry-After` applies to the account, not only
-    /// to the call that received it).
-    pub fn pause(&self, wait: Duration) {
-        let until = Instant::now() + wait;
-        let mut paused = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
-        *paused = Some(paused.map_or(until, |p| p.max(until)));
-        // After the pause calls resume at the steady rate, not as a burst of every waiter.
-        *self.bucket.lock().unwrap_or_else(|e| e.into_inner()) = (0.0, until);
-    }
-
-    /// Waits for a token (and for the end of a pause).
-    pub async fn acquire(&self) {
-        loop {
-            let paused = *self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(until) = paused.filter(|u| *u > Instant::now()) {
-                tokio::time::sleep_until(until).await;
-                continue;
-            }
-            let wait = {
-                let mut bucket = self.bucket.lock().expect("rate limiter");
-                let now = Instant::now();
-                let (tokens, last) = *bucket;
-                let tokens = (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.burst);
-                if tokens >= 1.0 {
-                    *bucket = (tokens - 1.0, now);
-                    return;
-                }
-                *bucket = (tokens, now);
-                Duration::from_secs_f64((1.0 - tokens) / self.rate)
-            };
-            tokio::time::sleep(wait).await;
-        }
-    }
-}
+pub use super::limiter::{RateLimiter, Urgency};
 
 /// One request to a provider API.
 pub struct Call {
@@ -128,6 +72,8 @@ pub struct Call {
     pub idempotent: bool,
     /// Secret values in this request, redacted from any error text.
     pub secrets: Vec<SecretString>,
+    /// Renewals are served first when the account is at its rate limit.
+    pub urgency: Urgency,
 }
 
 impl Call {
@@ -141,6 +87,7 @@ impl Call {
             body: None,
             idempotent,
             secrets: Vec::new(),
+            urgency: Urgency::Routine,
         }
     }
 
@@ -153,6 +100,12 @@ impl Call {
     /// Marks the call safe to repeat (or not).
     pub fn idempotent(mut self, idempotent: bool) -> Self {
         self.idempotent = idempotent;
+        self
+    }
+
+    /// Marks the call a renewal: served before routine calls of the account.
+    pub fn renewal(mut self) -> Self {
+        self.urgency = Urgency::Renewal;
         self
     }
 
@@ -223,7 +176,7 @@ pub struct ApiClient {
     provider: &'static str,
     http: reqwest::Client,
     tokens: Arc<TokenCache>,
-    limiter: RateLimiter,
+    limiter: Arc<RateLimiter>,
     policy: RetryPolicy,
     headers: HeaderMap,
     clock: SharedClock,
@@ -265,7 +218,7 @@ impl ApiClient {
             provider,
             http: config.http,
             tokens: Arc::new(tokens),
-            limiter: RateLimiter::new(config.requests_per_second, config.burst),
+            limiter: config.limiter,
             policy: config.retry,
             headers,
             clock: config.clock,
@@ -308,7 +261,7 @@ impl ApiClient {
         let mut refreshed = false;
         loop {
             attempt += 1;
-            self.limiter.acquire().await;
+            self.limiter.acquire(call.urgency).await;
             let token = self.tokens.token().await?;
             let mut request = self
                 .http
@@ -536,33 +489,6 @@ mod tests {
         assert_eq!(
             redact("bad token tok-123456 given", &secrets),
             "bad token [redacted] given"
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_pause_holds_every_call_of_the_account() {
-        let limiter = RateLimiter::new(100.0, 100);
-        limiter.pause(Duration::from_millis(300));
-        let start = Instant::now();
-        futures::future::join_all((0..5).map(|_| limiter.acquire())).await;
-        assert!(start.elapsed() >= Duration::from_millis(300), "{:?}", start.elapsed());
-        let again = Instant::now();
-        limiter.acquire().await;
-        assert!(again.elapsed() < Duration::from_millis(100), "the pause is over");
-    }
-
-    #[tokio::test]
-    async fn rate_limiter_spaces_requests_after_the_burst() {
-        let limiter = RateLimiter::new(2.0, 2);
-        let start = Instant::now();
-        for _ in 0..4 {
-            limiter.acquire().await;
-        }
-        // Two from the burst, then one every 500 ms.
-        let elapsed = start.elapsed();
-        assert!(
-            elapsed >= Duration::from_millis(1000) && elapsed < Duration::from_millis(1100),
-            "{elapsed:?}"
         );
     }
 }

@@ -10,6 +10,7 @@ pub mod authvia;
 pub mod avaya;
 pub mod error;
 pub mod http;
+pub mod limiter;
 pub mod vonage;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -463,10 +464,8 @@ pub struct AccountConfig {
     pub client_id: String,
     /// Client secret (AuthVia: the signing secret key).
     pub client_secret: SecretString,
-    /// Shared rate limit of the account.
-    pub requests_per_second: f64,
-    /// Burst of the rate limit.
-    pub burst: u32,
+    /// The account's rate limiter, shared by every client built for it.
+    pub limiter: std::sync::Arc<http::RateLimiter>,
     /// Retry rules.
     pub retry: http::RetryPolicy,
     /// The HTTP client.
@@ -481,8 +480,7 @@ impl std::fmt::Debug for AccountConfig {
             .field("base_url", &self.base_url)
             .field("token_url", &self.token_url)
             .field("client_id", &self.client_id)
-            .field("requests_per_second", &self.requests_per_second)
-            .field("burst", &self.burst)
+            .field("limiter", &self.limiter)
             .finish_non_exhaustive()
     }
 }

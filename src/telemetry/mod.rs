@@ -40,6 +40,7 @@ pub struct SubscriptionGauges {
 struct Registry {
     provider_requests: BTreeMap<(String, String, String), u64>,
     reconcile_errors: BTreeMap<String, u64>,
+    deferred_passes: BTreeMap<String, u64>,
     reconciles: Histogram,
     subscriptions: BTreeMap<(String, String), SubscriptionGauges>,
 }
@@ -67,6 +68,16 @@ pub fn reconcile_error(reason: &str) {
         .expect("metrics")
         .reconcile_errors
         .entry(reason.to_string())
+        .or_default() += 1;
+}
+
+/// Counts a routine pass sent away because its account was at its rate limit.
+pub fn deferred(provider: &str) {
+    *registry()
+        .lock()
+        .expect("metrics")
+        .deferred_passes
+        .entry(provider.to_string())
         .or_default() += 1;
 }
 
@@ -126,6 +137,17 @@ pub fn render() -> String {
             out,
             "webhook_operator_reconcile_errors_total{{reason=\"{}\"}} {n}",
             escape(reason)
+        );
+    }
+    out.push_str(
+        "# HELP webhook_operator_deferred_passes_total Routine passes sent away to come back because their account was at its rate limit.\n",
+    );
+    out.push_str("# TYPE webhook_operator_deferred_passes_total counter\n");
+    for (provider, n) in &r.deferred_passes {
+        let _ = writeln!(
+            out,
+            "webhook_operator_deferred_passes_total{{provider=\"{}\"}} {n}",
+            escape(provider)
         );
     }
     out.push_str("# HELP webhook_operator_reconcile_duration_seconds Duration of subscription reconciles.\n");

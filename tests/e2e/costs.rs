@@ -114,3 +114,69 @@ async fn creates_share_one_listing_and_a_restart_reads_the_account_not_each_subs
     assert!(requests.iter().all(|r| r.starts_with("PATCH")), "{requests:?}");
     assert_eq!(avaya_calls(&env), (0, 0, 0), "and no provider call");
 }
+
+/// Whether every subscription is Ready.
+async fn all_ready(env: &Env, n: usize) -> Option<()> {
+    let list = env.subs().list(&ListParams::default()).await.ok()?;
+    (list.items.len() == n
+        && list
+            .items
+            .iter()
+            .all(|s| condition(s, "Ready").is_some_and(|c| c.0 == "True")))
+    .then_some(())
+}
+
+#[tokio::test]
+async fn renewals_go_first_when_a_burst_of_creates_saturates_the_account() {
+    const RENEWING: usize = 8;
+    const CREATES: usize = 60;
+    // The renewing ones live 12 s and renew 8 s in: a renewal that waits 4 s lets one lapse.
+    let mut env = Env::start(Duration::from_secs(12)).await;
+    env.secret(NS, "avaya-token", &[("token", AVAYA_TOKEN)]);
+    let mut provider = env
+        .emu
+        .get("webhook-operator.dev", "v1alpha1", "webhookproviders", NS, "avaya")
+        .unwrap();
+    provider["spec"]["rateLimit"] = serde_json::json!({"requestsPerSecond": 4, "burst": 4});
+    env.put("webhook-operator.dev", "v1alpha1", "webhookproviders", NS, provider);
+    env.start_controller();
+    for i in 0..RENEWING {
+        env.create_sub(Sub::avaya(&format!("renewing-{i}"), &format!("/renewing/{i}")))
+            .await;
+    }
+    eventually(
+        "the renewing ones Ready",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || all_ready(&env, RENEWING),
+    )
+    .await;
+    // What is created or renewed from now on lives long: the burst adds no renewals of its own.
+    env.avaya.set_lifetime(Duration::from_secs(600));
+    // 60 creates at 4 requests/s: about 15 s of saturation, through the renewal of every renewing one.
+    let started = std::time::Instant::now();
+    for i in 0..CREATES {
+        env.create_sub(Sub::avaya(&format!("burst-{i:02}"), &format!("/burst/{i}")))
+            .await;
+    }
+    eventually("all Ready", Duration::from_secs(90), Duration::from_millis(250), || {
+        all_ready(&env, RENEWING + CREATES)
+    })
+    .await;
+    let saturated = started.elapsed();
+    let subscriptions = env.avaya.subscriptions();
+    assert_eq!(subscriptions.len(), RENEWING + CREATES, "one remote each");
+    let renewing: Vec<_> = subscriptions
+        .iter()
+        .filter(|s| s.endpoint.contains("/renewing/"))
+        .map(|s| (s.renewals, s.lapses))
+        .collect();
+    assert!(
+        renewing.iter().all(|(renewals, _)| *renewals >= 1) && saturated > Duration::from_secs(10),
+        "every renewing one renewed during the {saturated:?} burst: {renewing:?}"
+    );
+    assert!(
+        subscriptions.iter().all(|s| s.lapses == 0),
+        "renewals waited behind creates until subscriptions lapsed: {renewing:?}"
+    );
+}

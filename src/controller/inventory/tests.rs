@@ -98,6 +98,55 @@ impl WebhookApi for FakeAccount {
     }
 }
 
+fn unlimited() -> Arc<RateLimiter> {
+    Arc::new(RateLimiter::new(10_000.0, 10_000))
+}
+
+#[tokio::test]
+async fn a_listing_that_takes_long_comes_at_most_once_per_five_times_its_duration() {
+    let fake = Arc::new(FakeAccount::default());
+    // A 1 ms interval, but a listing takes at least 20 ms.
+    let inventory = Arc::new(Inventory::new(Duration::from_millis(1)));
+    let account = Inventoried::new(fake.clone(), inventory.clone(), unlimited());
+    account.listed("x").await.unwrap();
+    let took = inventory.state().took;
+    assert!(took >= Duration::from_millis(20), "{took:?}");
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    account.listed("x").await.unwrap();
+    assert_eq!(
+        fake.lists.load(Ordering::SeqCst),
+        1,
+        "still current at twice its duration"
+    );
+    tokio::time::sleep(took * LISTING_SHARE).await;
+    account.listed("x").await.unwrap();
+    assert_eq!(fake.lists.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_pass_needing_a_listing_under_way_is_told_when_to_come_back() {
+    let fake = Arc::new(FakeAccount::default());
+    let inventory = Arc::new(Inventory::new(Duration::from_millis(1)));
+    let account = Arc::new(Inventoried::new(fake.clone(), inventory.clone(), unlimited()));
+    assert_eq!(account.come_back_after(true), None, "nothing under way");
+    let listing = tokio::spawn({
+        let account = account.clone();
+        async move { account.listed("x").await.map(|_| ()) }
+    });
+    while inventory.state().listing.is_none() {
+        tokio::task::yield_now().await;
+    }
+    let after = account.come_back_after(true).expect("a listing is under way");
+    assert!(after >= Duration::from_secs(1), "{after:?}");
+    assert_eq!(
+        account.come_back_after(false),
+        None,
+        "a pass without the listing goes on"
+    );
+    listing.await.unwrap().unwrap();
+    assert_eq!(account.come_back_after(true), None, "the listing is current");
+}
+
 #[tokio::test]
 async fn concurrent_look_ups_share_one_listing_and_creates_keep_it_current() {
     let fake = Arc::new(FakeAccount::default());
@@ -107,7 +156,11 @@ async fn concurrent_look_ups_share_one_listing_and_creates_keep_it_current() {
             .unwrap()
             .push(remote(&format!("old-{i}"), &format!("old-{i}")));
     }
-    let account = Inventoried::new(fake.clone(), Arc::new(Inventory::new(Duration::from_secs(600))));
+    let account = Inventoried::new(
+        fake.clone(),
+        Arc::new(Inventory::new(Duration::from_secs(600))),
+        unlimited(),
+    );
     // 200 look-ups and creates at once: one listing between them.
     let work = (0..200).map(|i| {
         let account = &account;
@@ -141,7 +194,7 @@ async fn our_own_changes_during_a_listing_are_not_undone_by_its_older_pages() {
     let fake = Arc::new(FakeAccount::default());
     fake.remotes.lock().unwrap().push(remote("doomed", "doomed"));
     let inventory = Arc::new(Inventory::new(Duration::from_secs(600)));
-    let account = Arc::new(Inventoried::new(fake.clone(), inventory.clone()));
+    let account = Arc::new(Inventoried::new(fake.clone(), inventory.clone(), unlimited()));
     // While the listing is under way (its pages already read), one subscription is deleted and another
     // created by this process.
     let during = account.clone();
@@ -158,11 +211,16 @@ async fn our_own_changes_during_a_listing_are_not_undone_by_its_older_pages() {
 #[tokio::test]
 async fn a_listing_older_than_the_maximum_age_is_refreshed() {
     let fake = Arc::new(FakeAccount::default());
-    let account = Inventoried::new(fake.clone(), Arc::new(Inventory::new(Duration::from_millis(50))));
+    // Longer than five listings (20 ms each), so the interval decides.
+    let account = Inventoried::new(
+        fake.clone(),
+        Arc::new(Inventory::new(Duration::from_millis(150))),
+        unlimited(),
+    );
     account.matches(&desired("a"), false).await.unwrap();
     account.matches(&desired("a"), false).await.unwrap();
     assert_eq!(fake.lists.load(Ordering::SeqCst), 1);
-    tokio::time::sleep(Duration::from_millis(60)).await;
+    tokio::time::sleep(Duration::from_millis(160)).await;
     account.matches(&desired("a"), false).await.unwrap();
     assert_eq!(fake.lists.load(Ordering::SeqCst), 2);
 }

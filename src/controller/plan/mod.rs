@@ -230,6 +230,21 @@ pub fn needs_fresh_listing(search: Search, adoption: AdoptionPolicy) -> bool {
     }
 }
 
+/// Whether a look-up is served by the account's shared listing (and so waits for one under way).
+pub fn uses_shared_listing(lookup: &Lookup, adoption: AdoptionPolicy) -> bool {
+    match lookup {
+        Lookup::Listed(_) => true,
+        Lookup::Find(search) => !needs_fresh_listing(*search, adoption),
+        Lookup::Nothing | Lookup::Get(_) | Lookup::Recorded(_) => false,
+    }
+}
+
+/// Whether the pass's remote work is routine: it stands back while the account is at its rate limit.
+/// Only a due renewal goes first: a subscription whose renewal waits can expire; anything else can wait.
+pub fn is_routine(facts: &Facts, lookup: &Lookup) -> bool {
+    *lookup != Lookup::Nothing && !facts.renewal_due()
+}
+
 /// Decides what to read.
 pub fn lookup(facts: &Facts) -> Lookup {
     match facts.known_id() {

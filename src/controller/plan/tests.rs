@@ -158,6 +158,50 @@ fn every_trigger_reads_the_remote_side() {
 }
 
 #[test]
+fn only_a_due_renewal_goes_before_routine_work_at_the_rate_limit() {
+    let up_to_date = facts();
+    assert!(
+        !is_routine(&up_to_date, &lookup(&up_to_date)),
+        "no call, nothing to send away"
+    );
+    let mut due = facts();
+    due.now = ts("2026-01-01T12:10:00Z");
+    assert!(!is_routine(&due, &lookup(&due)));
+    // Due while the spec also changed: still a renewal.
+    due.generation = 2;
+    assert!(!is_routine(&due, &lookup(&due)));
+    let mut requested = facts();
+    requested.annotations.renew_requested = Some("t1".into());
+    assert!(
+        is_routine(&requested, &lookup(&requested)),
+        "a requested renewal is not urgent"
+    );
+    let mut drift = facts();
+    drift.last_remote_check = None;
+    assert!(is_routine(&drift, &lookup(&drift)));
+    let create = without_id();
+    assert!(is_routine(&create, &lookup(&create)));
+}
+
+#[test]
+fn drift_checks_and_plain_creates_use_the_shared_listing() {
+    let mut drift = facts();
+    drift.last_remote_check = None;
+    assert!(uses_shared_listing(&lookup(&drift), AdoptionPolicy::None));
+    let create = Lookup::Find(Search::BeforeCreate);
+    assert!(uses_shared_listing(&create, AdoptionPolicy::None));
+    assert!(
+        !uses_shared_listing(&create, AdoptionPolicy::AdoptOrCreate),
+        "adoption lists afresh"
+    );
+    assert!(!uses_shared_listing(
+        &Lookup::Find(Search::LeakRecovery),
+        AdoptionPolicy::None
+    ));
+    assert!(!uses_shared_listing(&Lookup::Get("id".into()), AdoptionPolicy::None));
+}
+
+#[test]
 fn without_an_id_the_adoption_rules_apply() {
     let mut f = facts();
     f.annotations.external_id = Option::None;

@@ -47,6 +47,8 @@ pub struct AvayaSubscription {
     pub auth_token_header: String,
     /// How many times it was renewed.
     pub renewals: u32,
+    /// How many times its lifetime ran out before a renewal came (it delivered nothing in between).
+    pub lapses: u32,
 }
 
 #[derive(Debug)]
@@ -301,6 +303,7 @@ impl AvayaSimulator {
                 auth_token: auth_token.map(str::to_string),
                 auth_token_header: "auth-token".into(),
                 renewals: 0,
+                lapses: 0,
             },
         );
         id
@@ -444,6 +447,7 @@ fn create(state: &mut State, request: &SimHttpRequest, now: Timestamp) -> Respon
         auth_token: t["authToken"].as_str().map(str::to_string),
         auth_token_header: t["authTokenHeader"].as_str().unwrap_or("auth-token").into(),
         renewals: 0,
+        lapses: 0,
     };
     let rendered = state.render(&sub, now);
     state.subscriptions.insert(id, sub);
@@ -540,6 +544,9 @@ fn renew(state: &mut State, id: &str, request: &SimHttpRequest, now: Timestamp) 
         return Problem::new(404, "Subscription not found", "resource-not-found").response(&request.path);
     };
     // Renew works before and after expiry, and reactivates.
+    if now >= sub.expires_at {
+        sub.lapses += 1;
+    }
     sub.expires_at = now + lifetime;
     sub.deactivated = false;
     sub.renewals += 1;

@@ -40,8 +40,7 @@ pub fn account(base_url: String, token_url: String, id: &str, secret: &str) -> A
         token_url,
         client_id: id.into(),
         client_secret: SecretString::from(secret),
-        requests_per_second: 50.0,
-        burst: 50,
+        limiter: std::sync::Arc::new(webhook_operator::providers::http::RateLimiter::new(50.0, 50)),
         retry: RetryPolicy {
             base_delay: Duration::from_millis(20),
             ..RetryPolicy::default()
