@@ -112,6 +112,27 @@ impl ProviderRegistry {
         Ok(client)
     }
 
+    /// Forgets the clients, inventories and rate limiters of accounts not in `live` (deleted providers).
+    pub fn retain_accounts(&self, live: &std::collections::HashSet<String>) {
+        self.clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|key, _| live.contains(key));
+        self.inventories
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|key, _| live.contains(key));
+        self.limiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|key, _| live.contains(key));
+    }
+
+    /// How many accounts it holds clients for.
+    pub fn accounts(&self) -> usize {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// The account's rate limiter.
     fn limiter(&self, key: &str) -> Arc<RateLimiter> {
         self.limiters
@@ -133,10 +154,52 @@ impl ProviderRegistry {
         match inventories.get(&settings.key) {
             Some((known, inventory)) if *known == identity => inventory.clone(),
             _ => {
-                let inventory = Arc::new(Inventory::new(self.inventory_age));
+                let inventory = Arc::new(Inventory::new(self.inventory_age, self.clock.clone()));
                 inventories.insert(settings.key.clone(), (identity, inventory.clone()));
                 inventory
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::WebhookProvider;
+
+    fn settings(name: &str) -> ProviderSettings {
+        let provider: WebhookProvider = serde_json::from_value(json!({
+            "apiVersion": "webhook-operator.dev/v1alpha1", "kind": "WebhookProvider",
+            "metadata": {"name": name, "namespace": "team-a"},
+            "spec": {"vonage": {"region": "emea"}, "credentialsSecretRef": {"name": "creds"},
+                     "rateLimit": {"requestsPerSecond": 7, "burst": 3}},
+        }))
+        .unwrap();
+        ProviderSettings::namespaced(&provider)
+    }
+
+    #[test]
+    fn a_deleted_providers_client_inventory_and_limiter_are_forgotten() {
+        let registry = ProviderRegistry::new(
+            crate::providers::http::http_client(std::time::Duration::from_secs(1)),
+            Arc::new(crate::clock::SystemClock),
+            RetryPolicy::default(),
+            EndpointPolicy::default(),
+            std::time::Duration::from_secs(600),
+        );
+        let secret = SecretString::from("s3cret");
+        let (kept, gone) = (settings("kept"), settings("gone"));
+        let first = registry.client(&kept, "id", &secret).unwrap();
+        registry.client(&gone, "id", &secret).unwrap();
+        assert_eq!(registry.accounts(), 2);
+        assert_eq!(registry.limiter(&kept.key).rate(), 7.0, "the provider's rateLimit");
+        registry.retain_accounts(&[kept.key.clone()].into_iter().collect());
+        assert_eq!(registry.accounts(), 1);
+        assert_eq!(registry.limiters.lock().unwrap().len(), 1);
+        assert_eq!(registry.inventories.lock().unwrap().len(), 1);
+        assert!(
+            Arc::ptr_eq(&first, &registry.client(&kept, "id", &secret).unwrap()),
+            "the live account keeps its client"
+        );
     }
 }

@@ -56,6 +56,9 @@ fn at_least(a: &str, b: &str) -> bool {
         )
 }
 
+/// A Secret's namespace and name.
+type SecretKey = (String, String);
+
 /// The caches a pass reads, filled by the controller's watches.
 pub struct Caches {
     /// WebhookProviders.
@@ -67,6 +70,9 @@ pub struct Caches {
     /// Secrets, metadata only (no value is held for a Secret no subscription uses).
     pub secrets: Store<PartialObjectMeta<Secret>>,
     values: Mutex<HashMap<(String, String), Arc<SecretValues>>>,
+    /// One read at a time per Secret: the passes of a thousand subscriptions that share a Secret, started
+    /// together (at a restart, or after a rotation), read it once.
+    reading: Mutex<HashMap<SecretKey, Arc<tokio::sync::Mutex<()>>>>,
     /// Whether every store has its first listing: None until then, Some(false) if a store's writer
     /// went away first.
     synced: tokio::sync::watch::Sender<Option<bool>>,
@@ -92,6 +98,7 @@ impl Caches {
             namespaces,
             secrets,
             values: Mutex::default(),
+            reading: Mutex::default(),
             synced: tokio::sync::watch::Sender::new(None),
         }
     }
@@ -139,20 +146,41 @@ impl Caches {
         name: &str,
     ) -> Result<Option<Arc<SecretValues>>, kube::Error> {
         let key = (namespace.to_string(), name.to_string());
-        let watched = self
-            .secrets
-            .get(&ObjectRef::new(name).within(namespace))
-            .and_then(|m| m.resource_version());
-        if let (Some(watched), Some(known)) = (&watched, self.values().get(&key).cloned())
-            && at_least(&known.resource_version, watched)
-        {
+        let current = || {
+            let watched = self
+                .secrets
+                .get(&ObjectRef::new(name).within(namespace))
+                .and_then(|m| m.resource_version())?;
+            let known = self.values().get(&key).cloned()?;
+            at_least(&known.resource_version, &watched).then_some(known)
+        };
+        if let Some(known) = current() {
             return Ok(Some(known));
         }
-        let read = Api::<Secret>::namespaced(client.clone(), namespace)
-            .get_opt(name)
-            .await?;
+        let one_reader = self
+            .reading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let read = {
+            let _reading = one_reader.lock().await;
+            // Another pass may have read it meanwhile.
+            if let Some(known) = current() {
+                return Ok(Some(known));
+            }
+            Api::<Secret>::namespaced(client.clone(), namespace).get_opt(name).await
+        };
+        {
+            let mut reading = self.reading.lock().unwrap_or_else(|e| e.into_inner());
+            // The map's and ours: nobody else is waiting.
+            if Arc::strong_count(&one_reader) <= 2 {
+                reading.remove(&key);
+            }
+        }
         let mut values = self.values();
-        Ok(match read {
+        Ok(match read? {
             Some(secret) => {
                 let read = Arc::new(SecretValues::of(&secret));
                 values.insert(key, read.clone());

@@ -15,6 +15,7 @@ use futures::future::BoxFuture;
 use secrecy::SecretString;
 use serde_json::Value;
 
+use crate::clock::SharedClock;
 use crate::providers::http::RateLimiter;
 use crate::providers::{Desired, Field, ProviderType, Remote, Result, WebhookApi};
 
@@ -25,8 +26,9 @@ const LISTING_SHARE: u32 = 5;
 /// What the account holds, as last listed plus this process's own changes since.
 #[derive(Debug, Default)]
 struct Listing {
-    /// When the last listing started (None: never listed).
+    /// When the last listing started (None: never listed), and by the operator's clock.
     listed_at: Option<Instant>,
+    listed_at_wall: Option<jiff::Timestamp>,
     by_id: HashMap<String, Remote>,
     /// Ids by the values of the adoption fields, so that a look-up does not scan the account.
     by_key: HashMap<String, BTreeSet<String>>,
@@ -77,16 +79,18 @@ pub struct Inventory {
     /// How old a listing may be for adoption look-ups and drift checks.
     max_age: Duration,
     listings: std::sync::atomic::AtomicU64,
+    clock: SharedClock,
 }
 
 impl Inventory {
     /// An empty inventory whose listing is refreshed when older than `max_age`.
-    pub fn new(max_age: Duration) -> Self {
+    pub fn new(max_age: Duration, clock: SharedClock) -> Self {
         Inventory {
             listing: Mutex::default(),
             single_flight: tokio::sync::Mutex::new(()),
             max_age,
             listings: Default::default(),
+            clock,
         }
     }
 
@@ -99,12 +103,12 @@ impl Inventory {
         self.listings.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn fresh(&self, listed_since: Option<Instant>) -> bool {
+    fn fresh(&self, listed_since: Option<jiff::Timestamp>) -> bool {
         let state = self.state();
-        match (state.listed_at, listed_since) {
-            (Some(at), Some(since)) => at >= since,
-            (Some(at), None) => at.elapsed() < self.max_age(state.took),
-            (None, _) => false,
+        match (state.listed_at, state.listed_at_wall, listed_since) {
+            (Some(_), Some(at), Some(since)) => at >= since,
+            (Some(at), _, None) => at.elapsed() < self.max_age(state.took),
+            _ => false,
         }
     }
 
@@ -131,7 +135,7 @@ impl Inventory {
 
     /// Lists the account unless a listing that started at or after `since` (or, without `since`, one
     /// younger than the maximum age) exists; one listing at a time, shared by every caller.
-    async fn ensure(&self, api: &dyn WebhookApi, since: Option<Instant>) -> Result<()> {
+    async fn ensure(&self, api: &dyn WebhookApi, since: Option<jiff::Timestamp>) -> Result<()> {
         if self.fresh(since) {
             return Ok(());
         }
@@ -140,6 +144,7 @@ impl Inventory {
             return Ok(());
         }
         let started = Instant::now();
+        let started_wall = self.clock.now();
         {
             let mut state = self.state();
             state.listing = Some(started);
@@ -164,14 +169,21 @@ impl Inventory {
             }
         }
         state.listed_at = Some(started);
+        state.listed_at_wall = Some(started_wall);
         state.took = started.elapsed();
         Ok(())
     }
 
     /// The account's subscriptions that match `desired` on the adoption fields, each id once; with
-    /// `fresh`, from a listing started now (leak recovery), otherwise from one within the maximum age.
-    pub async fn matches(&self, api: &dyn WebhookApi, desired: &Desired, fresh: bool) -> Result<Vec<Remote>> {
-        self.ensure(api, fresh.then(Instant::now)).await?;
+    /// `since`, from a listing that started then or later (so that it holds what was made at the provider
+    /// before then), otherwise from one within the maximum age.
+    pub async fn matches(
+        &self,
+        api: &dyn WebhookApi,
+        desired: &Desired,
+        since: Option<jiff::Timestamp>,
+    ) -> Result<Vec<Remote>> {
+        self.ensure(api, since).await?;
         let keys = api.adoption_fields();
         let state = self.state();
         let ids = state.by_key.get(&key_of(&desired.comparable(), keys));
@@ -260,8 +272,8 @@ impl Inventoried {
     }
 
     /// See [`Inventory::matches`].
-    pub async fn matches(&self, desired: &Desired, fresh: bool) -> Result<Vec<Remote>> {
-        self.inventory.matches(self.api.as_ref(), desired, fresh).await
+    pub async fn matches(&self, desired: &Desired, since: Option<jiff::Timestamp>) -> Result<Vec<Remote>> {
+        self.inventory.matches(self.api.as_ref(), desired, since).await
     }
 
     /// See [`Inventory::listed`].
@@ -332,7 +344,7 @@ impl WebhookApi for Inventoried {
     }
 
     fn find_matches<'a>(&'a self, desired: &'a Desired) -> BoxFuture<'a, Result<Vec<Remote>>> {
-        Box::pin(async move { self.matches(desired, false).await })
+        Box::pin(async move { self.matches(desired, None).await })
     }
 }
 

@@ -210,7 +210,8 @@ async fn converge(
         tracing::debug!(subscription = %sub.name_any(), reason = reason.as_str(), "looking at the remote subscription");
     }
     // Observe: the remote side.
-    let observation = match observe::remote(api.as_ref(), lookup, &desired, sub.spec.adoption_policy).await {
+    let listing_since = plan::listing_since(&lookup, &facts);
+    let observation = match observe::remote(api.as_ref(), lookup, &desired, listing_since, pass.now).await {
         Ok(None) => return Outcome::UpToDate,
         Ok(Some(observation)) => observation,
         Err(error) => return Outcome::Failed { error, inputs, done },
@@ -376,7 +377,7 @@ async fn delete_remote(
         Some(id) => id,
         None => {
             let (desired, _) = observe::desired(ctx.reads(), sub, api.provider(), &settings.display).await?;
-            let matches = api.matches(&desired, true).await?;
+            let matches = api.matches(&desired, Some(ctx.config.clock.now())).await?;
             match plan::leaked(&matches, &claims, api.provider(), &uid_of(sub)) {
                 Leak::Delete(id) => id,
                 Leak::None => return Ok(Cleanup::NoLeak),

@@ -18,11 +18,11 @@ use super::bindings::{self, ProviderBlock};
 use super::cache::{Caches, SecretValues};
 use super::error::{ConfigError, ReconcileError};
 use super::inventory::Inventoried;
-use super::plan::{Lookup, Observation, Search, needs_fresh_listing};
+use super::plan::{Lookup, Observation, Search};
 use super::reason::Reason;
 use crate::api::{
-    AdoptionPolicy, AuthViaProvider, AvayaProvider, ClusterWebhookProvider, CredentialsSecretRef, ProviderKind,
-    RateLimit, SecretKeySelector, SigningSecretSource, VonageProvider, WebhookProvider, WebhookProviderStatus,
+    AuthViaProvider, AvayaProvider, ClusterWebhookProvider, CredentialsSecretRef, ProviderKind, RateLimit,
+    SecretKeySelector, SigningSecretSource, VonageProvider, WebhookProvider, WebhookProviderStatus,
     WebhookSubscription, condition, find_condition,
 };
 use crate::providers::{Desired, ProviderType, WebhookApi};
@@ -70,7 +70,7 @@ impl ProviderSettings {
     pub fn namespaced(p: &WebhookProvider) -> Self {
         let ns = p.namespace().unwrap_or_default();
         ProviderSettings {
-            key: format!("WebhookProvider/{ns}/{}", p.name_any()),
+            key: provider_key(p),
             display: format!("WebhookProvider \"{}\"", p.name_any()),
             avaya: p.spec.avaya.clone(),
             vonage: p.spec.vonage.clone(),
@@ -85,7 +85,7 @@ impl ProviderSettings {
     /// From a cluster provider, whose Secrets live in the operator's namespace.
     pub fn cluster(p: &ClusterWebhookProvider, operator_namespace: &str) -> Self {
         ProviderSettings {
-            key: format!("ClusterWebhookProvider/{}", p.name_any()),
+            key: cluster_provider_key(p),
             display: format!("ClusterWebhookProvider \"{}\"", p.name_any()),
             avaya: p.spec.avaya.clone(),
             vonage: p.spec.vonage.clone(),
@@ -389,11 +389,14 @@ pub async fn desired(
 
 /// Reads what the plan asked for from the provider: one subscription, the account's matches, or the
 /// account's inventory.
+/// The remote side, as `lookup` says; a search looks at a listing started at `listing_since` or later
+/// (None: the account's current inventory), and leak recovery at a second one started `now`.
 pub async fn remote(
     api: &Inventoried,
     lookup: Lookup,
     desired: &Desired,
-    adoption: AdoptionPolicy,
+    listing_since: Option<jiff::Timestamp>,
+    now: jiff::Timestamp,
 ) -> Result<Option<Observation>, ReconcileError> {
     let read = |id: String| async move {
         match api.get(&id).await {
@@ -412,11 +415,12 @@ pub async fn remote(
             None => return read(id).await,
         },
         Lookup::Find(search) => {
-            let mut matches = api.matches(desired, needs_fresh_listing(search, adoption)).await?;
-            // "Our create did not happen" is only believed from two listings: a listing that shifts under
-            // concurrent deletes can skip an entry, and a create on a skipped entry would be a duplicate.
+            let mut matches = api.matches(desired, listing_since).await?;
+            // "Our create did not happen" is only believed from two listings, the second started now: a
+            // listing that shifts under concurrent deletes can skip an entry, and a create on a skipped
+            // entry would be a duplicate.
             if search == Search::LeakRecovery && matches.is_empty() {
-                matches = api.matches(desired, true).await?;
+                matches = api.matches(desired, Some(now)).await?;
             }
             Some(Observation::Matches(search, matches))
         }
@@ -435,6 +439,16 @@ pub fn provider_ref_display(sub: &WebhookSubscription) -> String {
 /// `metadata.uid` or an empty string.
 pub fn uid_of<K: Resource>(object: &K) -> String {
     object.meta().uid.clone().unwrap_or_default()
+}
+
+/// The account key of a WebhookProvider (what clients, inventories and rate limits are kept by).
+pub fn provider_key(p: &WebhookProvider) -> String {
+    format!("WebhookProvider/{}/{}", p.namespace().unwrap_or_default(), p.name_any())
+}
+
+/// The account key of a ClusterWebhookProvider.
+pub fn cluster_provider_key(p: &ClusterWebhookProvider) -> String {
+    format!("ClusterWebhookProvider/{}", p.name_any())
 }
 
 #[cfg(test)]

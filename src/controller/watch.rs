@@ -132,7 +132,12 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
         ctx.config.provider_check_interval,
     ));
     let namespaces = tokio::spawn(namespaces);
-    let prune = tokio::spawn(prune_states(ctx.clone(), store));
+    let prune = tokio::spawn(prune_states(
+        ctx.clone(),
+        store,
+        provider_controller.store(),
+        cluster_provider_controller.store(),
+    ));
     let (recheck_provider, provider_rechecks) = futures::channel::mpsc::unbounded();
     let (recheck_cluster_provider, cluster_provider_rechecks) = futures::channel::mpsc::unbounded();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -265,14 +270,32 @@ async fn expect_progress(
     }
 }
 
-/// Drops the state of subscriptions that no longer exist, in case one went without a cleanup pass.
-async fn prune_states(ctx: Arc<Context>, store: Store<WebhookSubscription>) {
+/// Drops the state of subscriptions that no longer exist, in case one went without a cleanup pass, and
+/// the clients, inventories and limiters of providers that no longer exist.
+async fn prune_states(
+    ctx: Arc<Context>,
+    store: Store<WebhookSubscription>,
+    providers: Store<WebhookProvider>,
+    cluster_providers: Store<ClusterWebhookProvider>,
+) {
     let mut tick = tokio::time::interval(PRUNE_INTERVAL);
     tick.tick().await;
     loop {
         tick.tick().await;
         let live: HashSet<String> = store.state().iter().map(|s| uid_of(&**s)).collect();
         ctx.objects.retain_live(&live);
+        let accounts: HashSet<String> = providers
+            .state()
+            .iter()
+            .map(|p| super::observe::provider_key(p))
+            .chain(
+                cluster_providers
+                    .state()
+                    .iter()
+                    .map(|p| super::observe::cluster_provider_key(p)),
+            )
+            .collect();
+        ctx.registry.retain_accounts(&accounts);
     }
 }
 

@@ -70,3 +70,29 @@ impl Drop for LocalServer {
         self.stop();
     }
 }
+
+/// How many requests a request log keeps: the most recent ones (a sandbox left running for days must not
+/// grow without bound; tests and the benchmark clear the logs long before this).
+pub const REQUEST_LOG_LIMIT: usize = 100_000;
+
+/// Appends to a request log, dropping the oldest tenth when it is full.
+pub fn push_bounded<T>(log: &mut Vec<T>, entry: T) {
+    if log.len() >= REQUEST_LOG_LIMIT {
+        log.drain(..REQUEST_LOG_LIMIT / 10);
+    }
+    log.push(entry);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_request_log_keeps_the_most_recent_entries() {
+        let mut log = Vec::new();
+        for i in 0..super::REQUEST_LOG_LIMIT + 5 {
+            super::push_bounded(&mut log, i);
+        }
+        assert!(log.len() <= super::REQUEST_LOG_LIMIT);
+        assert_eq!(log.last(), Some(&(super::REQUEST_LOG_LIMIT + 4)));
+        assert_eq!(log.first(), Some(&(super::REQUEST_LOG_LIMIT / 10)));
+    }
+}

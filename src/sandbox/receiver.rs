@@ -62,10 +62,24 @@ pub struct Delivery {
 /// Finds the expectation for a path (the sandbox reads it from the subscriptions and their Secrets).
 pub type Resolver = Arc<dyn Fn(&str) -> Option<Expectation> + Send + Sync>;
 
+/// What arrived at one path: the live view's columns, kept per path so that neither a long run nor
+/// many subscriptions make it rescan every delivery.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PathTally {
+    /// Deliveries received.
+    pub deliveries: usize,
+    /// Of which verified.
+    pub verified: usize,
+    /// The last one's verdict (`verified` or why not).
+    pub last: String,
+}
+
 struct Inner {
     expectations: Mutex<HashMap<String, Expectation>>,
     resolver: Mutex<Option<Resolver>>,
+    /// The most recent deliveries.
     deliveries: Mutex<Vec<Delivery>>,
+    tallies: Mutex<HashMap<String, PathTally>>,
     status: AtomicU16,
 }
 
@@ -163,6 +177,7 @@ impl Receiver {
             expectations: Mutex::new(HashMap::new()),
             resolver: Mutex::new(None),
             deliveries: Mutex::new(Vec::new()),
+            tallies: Mutex::new(HashMap::new()),
             status: AtomicU16::new(200),
         });
         let app_inner = inner.clone();
@@ -198,9 +213,14 @@ impl Receiver {
         self.inner.status.store(status, Ordering::SeqCst);
     }
 
-    /// Every delivery so far.
+    /// The most recent deliveries (up to [`crate::sandbox::REQUEST_LOG_LIMIT`]).
     pub fn deliveries(&self) -> Vec<Delivery> {
         self.inner.deliveries.lock().expect("deliveries").clone()
+    }
+
+    /// What arrived at each path since the start.
+    pub fn tallies(&self) -> HashMap<String, PathTally> {
+        self.inner.tallies.lock().expect("tallies").clone()
     }
 
     /// Stops serving.
@@ -228,13 +248,25 @@ async fn receive(inner: Arc<Inner>, request: Request<Body>) -> Response {
         None => (None, Err("no subscription delivers to this path".to_string())),
         Some(e) => (Some(e.provider()), verify(e, &parts.headers, &body, now)),
     };
-    inner.deliveries.lock().expect("deliveries").push(Delivery {
+    let delivery = Delivery {
         path,
         provider,
         verified: verdict.is_ok(),
         reason: verdict.err().unwrap_or_else(|| "ok".into()),
         at: now,
-    });
+    };
+    {
+        let mut tallies = inner.tallies.lock().expect("tallies");
+        let tally = tallies.entry(delivery.path.clone()).or_default();
+        tally.deliveries += 1;
+        tally.verified += usize::from(delivery.verified);
+        tally.last = if delivery.verified {
+            "verified".into()
+        } else {
+            delivery.reason.clone()
+        };
+    }
+    crate::sandbox::push_bounded(&mut inner.deliveries.lock().expect("deliveries"), delivery);
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::from_u16(inner.status.load(Ordering::SeqCst)).unwrap_or(StatusCode::OK);
     response

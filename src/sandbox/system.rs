@@ -39,6 +39,10 @@ pub const EXAMPLES: [(&str, &str); 4] = [
 
 /// The operator's namespace in the sandbox (ClusterWebhookProviders' Secrets live here).
 pub const OPERATOR_NAMESPACE: &str = "webhook-operator";
+/// Deliveries in flight at once.
+const DELIVERY_CONCURRENCY: usize = 16;
+/// Above this many subscriptions the live view shows totals and only those that need attention.
+const LIVE_VIEW_ROWS: usize = 30;
 const MANAGER: &str = "webhook-operator-sandbox";
 
 /// Sandbox settings.
@@ -343,24 +347,46 @@ impl Sandbox {
     }
 
     /// What a delivery to a path must prove: read from the subscriptions and Secrets in the store, so a
-    /// rotation changes the expectation as it changes the provider.
+    /// rotation changes the expectation as it changes the provider. Paths are found through an index of
+    /// endpoints (rebuilt when a path is not in it or no longer matches), not by copying every
+    /// subscription under the store's lock for each delivery.
     fn resolver(&self) -> super::receiver::Resolver {
         let shared = self.emulator.shared();
+        let index: Arc<std::sync::Mutex<std::collections::HashMap<String, (String, String)>>> = Arc::default();
         Arc::new(move |path: &str| {
             shared.with_state(|state| {
                 let subs = state.resource("webhook-operator.dev", "v1alpha1", "webhooksubscriptions")?;
                 let secrets = state.resource("", "v1", "secrets")?;
-                let sub = state.objects_of(&subs).into_iter().find(|s| {
-                    s["spec"]["endpoint"]
-                        .as_str()
-                        .is_some_and(|e| super::url_path(e) == path)
-                })?;
+                fn endpoint_path(s: &Value) -> Option<&str> {
+                    s["spec"]["endpoint"].as_str().map(super::url_path)
+                }
+                let find = |rebuild: bool| {
+                    let mut index = index.lock().unwrap_or_else(|e| e.into_inner());
+                    if rebuild {
+                        *index = state
+                            .stored_of(&subs)
+                            .filter_map(|s| {
+                                let key = (
+                                    s["metadata"]["namespace"].as_str()?.to_string(),
+                                    s["metadata"]["name"].as_str()?.to_string(),
+                                );
+                                Some((endpoint_path(s)?.to_string(), key))
+                            })
+                            .collect();
+                    }
+                    let (ns, name) = index.get(path)?.clone();
+                    state
+                        .get(&subs, &ns, &name)
+                        .ok()
+                        .filter(|s| endpoint_path(s) == Some(path))
+                };
+                let sub = find(false).or_else(|| find(true))?;
                 let ns = sub["metadata"]["namespace"].as_str()?.to_string();
                 let read = |selector: &Value| {
                     let secret = state.get(&secrets, &ns, selector["name"].as_str()?).ok()?;
                     decoded(&secret, selector["key"].as_str()?).map(SecretString::from)
                 };
-                let typed: WebhookSubscription = serde_json::from_value(sub.clone()).ok()?;
+                let typed: WebhookSubscription = serde_json::from_value(sub).ok()?;
                 match controller::bindings::subscription_block(&typed.spec).ok()? {
                     SubscriptionBlock::Avaya(a) => Some(Expectation::AvayaToken {
                         header: a.auth_token_header.clone(),
@@ -387,7 +413,7 @@ impl Sandbox {
     /// The subscriptions as the live view shows them.
     pub fn rows(&self) -> Vec<Row> {
         let now = Timestamp::now();
-        let deliveries = self.receiver.deliveries();
+        let tallies = self.receiver.tallies();
         let subs = self.emulator.with_state(|s| {
             s.resource("webhook-operator.dev", "v1alpha1", "webhooksubscriptions")
                 .map(|rt| s.objects_of(&rt))
@@ -398,8 +424,10 @@ impl Sandbox {
             .filter_map(|v| serde_json::from_value::<WebhookSubscription>(v).ok())
             .map(|sub| {
                 let status = sub.status.clone().unwrap_or_default();
-                let path = super::url_path(&sub.spec.endpoint);
-                let mine: Vec<_> = deliveries.iter().filter(|d| d.path == path).collect();
+                let tally = tallies
+                    .get(super::url_path(&sub.spec.endpoint))
+                    .cloned()
+                    .unwrap_or_default();
                 let expires = status
                     .expires_at
                     .as_deref()
@@ -437,18 +465,9 @@ impl Sandbox {
                     state: status.remote_state.clone().unwrap_or_else(|| "-".into()),
                     expires,
                     renewals: status.renewal_count.unwrap_or(0),
-                    deliveries: mine.len(),
-                    verified: mine.iter().filter(|d| d.verified).count(),
-                    last: mine
-                        .last()
-                        .map(|d| {
-                            if d.verified {
-                                "verified".to_string()
-                            } else {
-                                d.reason.clone()
-                            }
-                        })
-                        .unwrap_or_else(|| "-".into()),
+                    deliveries: tally.deliveries,
+                    verified: tally.verified,
+                    last: if tally.deliveries == 0 { "-".into() } else { tally.last },
                 }
             })
             .collect();
@@ -456,17 +475,27 @@ impl Sandbox {
         rows
     }
 
-    /// Each simulator delivers a test event to each of its subscriptions.
+    /// Each simulator delivers a test event to each of its subscriptions, [`DELIVERY_CONCURRENCY`] at a
+    /// time.
     pub async fn deliver_all(&self) {
-        for s in self.avaya.subscriptions() {
-            let _ = self.avaya.deliver(&s.id).await;
-        }
-        for s in self.vonage.subscriptions() {
-            let _ = self.vonage.deliver(&s.id).await;
-        }
-        for s in self.authvia.subscriptions() {
-            let _ = self.authvia.deliver(&s.id).await;
-        }
+        use futures::StreamExt as _;
+        let avaya = self.avaya.subscriptions().into_iter().map(|s| s.id);
+        let vonage = self.vonage.subscriptions().into_iter().map(|s| s.id);
+        let authvia = self.authvia.subscriptions().into_iter().map(|s| s.id);
+        let deliveries = avaya
+            .map(|id| (ProviderType::Avaya, id))
+            .chain(vonage.map(|id| (ProviderType::Vonage, id)))
+            .chain(authvia.map(|id| (ProviderType::Authvia, id)));
+        futures::stream::iter(deliveries)
+            .for_each_concurrent(DELIVERY_CONCURRENCY, |(provider, id)| async move {
+                // Exhaustive: a new provider's simulator must deliver too. The verdict is the receiver's.
+                let _outcome = match provider {
+                    ProviderType::Avaya => self.avaya.deliver(&id).await,
+                    ProviderType::Vonage => self.vonage.deliver(&id).await,
+                    ProviderType::Authvia => self.authvia.deliver(&id).await,
+                };
+            })
+            .await;
     }
 
     /// The arguments of `webhook-operator run` against this sandbox from outside (with `--no-controller`):
@@ -545,15 +574,30 @@ impl Sandbox {
             }
         };
         tokio::pin!(stop);
+        // Delivery rounds run beside the view and the stop signal, which never wait for a round.
         let mut deliveries = tokio::time::interval(self.options.delivery_interval);
+        let delivering = async {
+            loop {
+                deliveries.tick().await;
+                self.deliver_all().await;
+            }
+        };
+        tokio::pin!(delivering);
         let mut redraw = tokio::time::interval(Duration::from_secs(1));
+        let mut skip = 0;
         let mut last_lines: BTreeMap<String, String> = BTreeMap::new();
         loop {
             tokio::select! {
                 _ = &mut stop => break,
-                _ = deliveries.tick() => self.deliver_all().await,
+                () = &mut delivering => {}
                 _ = redraw.tick() => {
+                    // Building the rows reads every subscription: with many, the view refreshes less often.
+                    if skip > 0 {
+                        skip -= 1;
+                        continue;
+                    }
                     let rows = self.rows();
+                    skip = rows.len() / 1000;
                     if interactive {
                         let mut out = std::io::stdout().lock();
                         let _ = write!(out, "\x1b[H\x1b[2J{}\n{}", self.banner(), table(&rows));
@@ -582,7 +626,45 @@ impl Sandbox {
 }
 
 /// The live view's table.
+/// Whether a subscription's row calls for a look: not Ready, or its last delivery failed.
+fn needs_attention(row: &Row) -> bool {
+    row.ready != "True" || (row.deliveries > 0 && row.last != "verified")
+}
+
+/// The live view: every subscription while they fit the screen; beyond that the totals, then those that
+/// need attention (not Ready, or whose last delivery failed), at most [`LIVE_VIEW_ROWS`] of them.
 pub fn table(rows: &[Row]) -> String {
+    if rows.len() <= LIVE_VIEW_ROWS {
+        return rows_table(rows);
+    }
+    let mut by_provider: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for row in rows {
+        let entry = by_provider.entry(row.provider.as_str()).or_default();
+        entry.0 += 1;
+        entry.1 += usize::from(row.ready == "True");
+    }
+    let attention: Vec<Row> = rows.iter().filter(|r| needs_attention(r)).cloned().collect();
+    let ready = rows.iter().filter(|r| r.ready == "True").count();
+    let providers: Vec<String> = by_provider
+        .iter()
+        .map(|(p, (total, ready))| format!("{p} {ready}/{total}"))
+        .collect();
+    let mut out = format!(
+        "{} subscriptions, {ready} Ready ({}); {} need attention\n",
+        rows.len(),
+        providers.join(", "),
+        attention.len()
+    );
+    if !attention.is_empty() {
+        out.push_str(&rows_table(&attention[..attention.len().min(LIVE_VIEW_ROWS)]));
+        if attention.len() > LIVE_VIEW_ROWS {
+            out.push_str(&format!("… and {} more\n", attention.len() - LIVE_VIEW_ROWS));
+        }
+    }
+    out
+}
+
+fn rows_table(rows: &[Row]) -> String {
     let header = [
         "SUBSCRIPTION",
         "PROVIDER",
@@ -647,4 +729,50 @@ pub fn plain(row: &Row, summary: bool) -> String {
         row.verified,
         row.last.replace(' ', "_"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(i: usize, ready: &str, last: &str) -> Row {
+        Row {
+            name: format!("default/sub-{i:05}"),
+            provider: ["avaya", "vonage", "authvia"][i % 3].into(),
+            ready: ready.into(),
+            state: "ACTIVE".into(),
+            expires: "-".into(),
+            renewals: 0,
+            deliveries: usize::from(last != "-"),
+            verified: usize::from(last == "verified"),
+            last: last.into(),
+        }
+    }
+
+    #[test]
+    fn a_few_subscriptions_are_all_shown() {
+        let rows: Vec<Row> = (0..3).map(|i| row(i, "True", "verified")).collect();
+        let shown = table(&rows);
+        assert_eq!(shown.lines().count(), 4, "{shown}");
+    }
+
+    #[test]
+    fn many_subscriptions_show_totals_and_those_that_need_attention() {
+        let mut rows: Vec<Row> = (0..10_000).map(|i| row(i, "True", "verified")).collect();
+        rows[7] = row(7, "False (Unauthorized)", "-");
+        rows[8] = row(8, "True", "bad signature");
+        let shown = table(&rows);
+        let lines: Vec<&str> = shown.lines().collect();
+        assert!(
+            lines[0].starts_with("10000 subscriptions, 9999 Ready (authvia 3333/3333, avaya 3334/3334, vonage 3332/3333); 2 need attention"),
+            "{shown}"
+        );
+        assert_eq!(lines.len(), 4, "totals, header and the two: {shown}");
+        assert!(lines[2].contains("sub-00007") && lines[3].contains("sub-00008"));
+        // Never more than a screen.
+        let failing: Vec<Row> = (0..10_000).map(|i| row(i, "False (Unavailable)", "-")).collect();
+        let shown = table(&failing);
+        assert_eq!(shown.lines().count(), 1 + 1 + LIVE_VIEW_ROWS + 1);
+        assert!(shown.ends_with("… and 9970 more\n"), "{shown}");
+    }
 }

@@ -71,6 +71,7 @@ async fn creates_share_one_listing_and_a_restart_reads_the_account_not_each_subs
     // one listing of the account: ⌈60 / 25⌉ = 3 pages.
     env.stop_controller().await;
     env.avaya.core.clear_requests();
+    env.emu.clear_requests();
     let writes_before = env.emu.with_state(|s| s.revision);
     env.start_controller();
     let context = env.context.clone().unwrap();
@@ -86,6 +87,21 @@ async fn creates_share_one_listing_and_a_restart_reads_the_account_not_each_subs
         env.emu.with_state(|s| s.revision),
         writes_before,
         "nothing changed, so nothing was written"
+    );
+    // Sixty passes that start together and share the token Secret read it once, as the providers'
+    // checks read each credentials Secret once.
+    let secret_reads: Vec<String> = env
+        .emu
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/secrets/"))
+        .map(|r| r.path)
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = secret_reads.iter().collect();
+    assert_eq!(distinct.len(), secret_reads.len(), "each Secret read once: {secret_reads:?}");
+    assert!(
+        secret_reads.iter().any(|p| p.ends_with("/secrets/avaya-token")),
+        "{secret_reads:?}"
     );
 
     // An up-to-date pass reads nothing: a label on every subscription wakes each once, and the only

@@ -98,6 +98,10 @@ impl WebhookApi for FakeAccount {
     }
 }
 
+fn clock() -> SharedClock {
+    Arc::new(crate::clock::SystemClock)
+}
+
 fn unlimited() -> Arc<RateLimiter> {
     Arc::new(RateLimiter::new(10_000.0, 10_000))
 }
@@ -106,7 +110,7 @@ fn unlimited() -> Arc<RateLimiter> {
 async fn a_listing_that_takes_long_comes_at_most_once_per_five_times_its_duration() {
     let fake = Arc::new(FakeAccount::default());
     // A 1 ms interval, but a listing takes at least 20 ms.
-    let inventory = Arc::new(Inventory::new(Duration::from_millis(1)));
+    let inventory = Arc::new(Inventory::new(Duration::from_millis(1), clock()));
     let account = Inventoried::new(fake.clone(), inventory.clone(), unlimited());
     account.listed("x").await.unwrap();
     let took = inventory.state().took;
@@ -126,7 +130,7 @@ async fn a_listing_that_takes_long_comes_at_most_once_per_five_times_its_duratio
 #[tokio::test]
 async fn a_pass_needing_a_listing_under_way_is_told_when_to_come_back() {
     let fake = Arc::new(FakeAccount::default());
-    let inventory = Arc::new(Inventory::new(Duration::from_millis(1)));
+    let inventory = Arc::new(Inventory::new(Duration::from_millis(1), clock()));
     let account = Arc::new(Inventoried::new(fake.clone(), inventory.clone(), unlimited()));
     assert_eq!(account.come_back_after(true), None, "nothing under way");
     let listing = tokio::spawn({
@@ -158,7 +162,7 @@ async fn concurrent_look_ups_share_one_listing_and_creates_keep_it_current() {
     }
     let account = Inventoried::new(
         fake.clone(),
-        Arc::new(Inventory::new(Duration::from_secs(600))),
+        Arc::new(Inventory::new(Duration::from_secs(600), clock())),
         unlimited(),
     );
     // 200 look-ups and creates at once: one listing between them.
@@ -166,7 +170,7 @@ async fn concurrent_look_ups_share_one_listing_and_creates_keep_it_current() {
         let account = &account;
         async move {
             let wanted = desired(&format!("new-{i}"));
-            assert!(account.matches(&wanted, false).await.unwrap().is_empty());
+            assert!(account.matches(&wanted, None).await.unwrap().is_empty());
             account.create(&wanted).await.unwrap();
         }
     });
@@ -174,13 +178,20 @@ async fn concurrent_look_ups_share_one_listing_and_creates_keep_it_current() {
     assert_eq!(fake.lists.load(Ordering::SeqCst), 1, "one listing, not one per create");
     assert_eq!(account.inventory.len(), 700);
     // What was created and what was listed are both found, by their adoption key alone.
-    assert_eq!(account.matches(&desired("new-7"), false).await.unwrap().len(), 1);
-    assert_eq!(account.matches(&desired("old-7"), false).await.unwrap()[0].id, "old-7");
+    assert_eq!(account.matches(&desired("new-7"), None).await.unwrap().len(), 1);
+    assert_eq!(account.matches(&desired("old-7"), None).await.unwrap()[0].id, "old-7");
     assert_eq!(fake.lists.load(Ordering::SeqCst), 1);
     // A delete is forgotten; leak recovery lists afresh.
     account.delete("old-7").await.unwrap();
-    assert!(account.matches(&desired("old-7"), false).await.unwrap().is_empty());
-    assert!(account.matches(&desired("old-8"), true).await.unwrap().len() == 1);
+    assert!(account.matches(&desired("old-7"), None).await.unwrap().is_empty());
+    assert!(
+        account
+            .matches(&desired("old-8"), Some(jiff::Timestamp::now()))
+            .await
+            .unwrap()
+            .len()
+            == 1
+    );
     assert_eq!(fake.lists.load(Ordering::SeqCst), 2);
     assert_eq!(
         account.listed("old-9").await.unwrap().map(|r| r.id),
@@ -193,7 +204,7 @@ async fn concurrent_look_ups_share_one_listing_and_creates_keep_it_current() {
 async fn our_own_changes_during_a_listing_are_not_undone_by_its_older_pages() {
     let fake = Arc::new(FakeAccount::default());
     fake.remotes.lock().unwrap().push(remote("doomed", "doomed"));
-    let inventory = Arc::new(Inventory::new(Duration::from_secs(600)));
+    let inventory = Arc::new(Inventory::new(Duration::from_secs(600), clock()));
     let account = Arc::new(Inventoried::new(fake.clone(), inventory.clone(), unlimited()));
     // While the listing is under way (its pages already read), one subscription is deleted and another
     // created by this process.
@@ -202,7 +213,7 @@ async fn our_own_changes_during_a_listing_are_not_undone_by_its_older_pages() {
         during.inventory.forget("doomed", &[Field::Name]);
         during.inventory.record(&remote("born", "born"), &[Field::Name]);
     }));
-    account.matches(&desired("anything"), false).await.unwrap();
+    account.matches(&desired("anything"), None).await.unwrap();
     assert_eq!(account.listed("doomed").await.unwrap().map(|r| r.id), None);
     assert_eq!(account.listed("born").await.unwrap().map(|r| r.id), Some("born".into()));
     assert_eq!(inventory.listings(), 1);
@@ -214,13 +225,13 @@ async fn a_listing_older_than_the_maximum_age_is_refreshed() {
     // Longer than five listings (20 ms each), so the interval decides.
     let account = Inventoried::new(
         fake.clone(),
-        Arc::new(Inventory::new(Duration::from_millis(150))),
+        Arc::new(Inventory::new(Duration::from_millis(150), clock())),
         unlimited(),
     );
-    account.matches(&desired("a"), false).await.unwrap();
-    account.matches(&desired("a"), false).await.unwrap();
+    account.matches(&desired("a"), None).await.unwrap();
+    account.matches(&desired("a"), None).await.unwrap();
     assert_eq!(fake.lists.load(Ordering::SeqCst), 1);
     tokio::time::sleep(Duration::from_millis(160)).await;
-    account.matches(&desired("a"), false).await.unwrap();
+    account.matches(&desired("a"), None).await.unwrap();
     assert_eq!(fake.lists.load(Ordering::SeqCst), 2);
 }

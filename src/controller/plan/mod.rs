@@ -230,6 +230,26 @@ pub fn needs_fresh_listing(search: Search, adoption: AdoptionPolicy) -> bool {
     }
 }
 
+/// How recent a listing a search needs: leak recovery one started after `create-pending` was written (a
+/// create made after that is in no older listing), requested adoption one started after the resource
+/// was created (the subscription to adopt was made at the provider before); a plain create looks in the
+/// account's inventory (None). Passes created together share one listing instead of one each.
+pub fn listing_since(lookup: &Lookup, facts: &Facts) -> Option<Timestamp> {
+    let Lookup::Find(search) = lookup else { return None };
+    if !needs_fresh_listing(*search, facts.adoption) {
+        return None;
+    }
+    Some(match search {
+        Search::LeakRecovery => facts
+            .annotations
+            .create_pending
+            .as_deref()
+            .and_then(|t| t.parse::<Timestamp>().ok())
+            .map_or(facts.now, |pending| pending.min(facts.now)),
+        Search::BeforeCreate => facts.me.created.map_or(facts.now, |created| created.min(facts.now)),
+    })
+}
+
 /// Whether a look-up is served by the account's shared listing (and so waits for one under way).
 pub fn uses_shared_listing(lookup: &Lookup, adoption: AdoptionPolicy) -> bool {
     match lookup {

@@ -184,6 +184,29 @@ fn only_a_due_renewal_goes_before_routine_work_at_the_rate_limit() {
 }
 
 #[test]
+fn searches_need_a_listing_only_as_recent_as_what_they_look_for() {
+    let mut f = without_id();
+    let find = Lookup::Find(Search::BeforeCreate);
+    assert_eq!(listing_since(&find, &f), None, "a plain create looks in the inventory");
+    f.adoption = AdoptionPolicy::AdoptOrCreate;
+    f.me.created = Some(ts("2026-01-01T11:00:00Z"));
+    assert_eq!(
+        listing_since(&find, &f),
+        Some(ts("2026-01-01T11:00:00Z")),
+        "adoption: made at the provider before the resource"
+    );
+    f.annotations.create_pending = Some("2026-01-01T11:30:00Z".into());
+    assert_eq!(
+        listing_since(&Lookup::Find(Search::LeakRecovery), &f),
+        Some(ts("2026-01-01T11:30:00Z")),
+        "leak recovery: created after create-pending"
+    );
+    f.annotations.create_pending = Some("not a time".into());
+    assert_eq!(listing_since(&Lookup::Find(Search::LeakRecovery), &f), Some(f.now));
+    assert_eq!(listing_since(&Lookup::Get("id".into()), &f), None);
+}
+
+#[test]
 fn drift_checks_and_plain_creates_use_the_shared_listing() {
     let mut drift = facts();
     drift.last_remote_check = None;

@@ -55,6 +55,9 @@ pub struct AvayaSubscription {
 struct State {
     subscriptions: BTreeMap<String, AvayaSubscription>,
     lifetime: Duration,
+    /// Each renewal's arrival and how long its subscription still had (negative: it had lapsed), the
+    /// most recent ones.
+    renewal_margins: std::collections::VecDeque<(std::time::Instant, jiff::SignedDuration)>,
 }
 
 /// The simulator and its test handle.
@@ -214,6 +217,7 @@ impl AvayaSimulator {
         let state = Arc::new(Mutex::new(State {
             subscriptions: BTreeMap::new(),
             lifetime,
+            renewal_margins: Default::default(),
         }));
         let server =
             super::start_simulator(listen, core.clone(), sync_router(core.clone(), state.clone(), route)).await?;
@@ -228,6 +232,12 @@ impl AvayaSimulator {
     /// `tokenUrl` for a WebhookProvider.
     pub fn token_url(&self) -> String {
         format!("{}{TOKEN_PATH}", self.server.url())
+    }
+
+    /// Each renewal since the last call: when it arrived and how long its subscription still had then
+    /// (negative: it had lapsed).
+    pub fn take_renewal_margins(&self) -> Vec<(std::time::Instant, jiff::SignedDuration)> {
+        self.state.lock().expect("state").renewal_margins.drain(..).collect()
     }
 
     /// Sets the lifetime of subscriptions created or renewed from now on.
@@ -547,6 +557,14 @@ fn renew(state: &mut State, id: &str, request: &SimHttpRequest, now: Timestamp) 
     if now >= sub.expires_at {
         sub.lapses += 1;
     }
+    let margin = sub.expires_at.duration_since(now);
+    if state.renewal_margins.len() >= crate::sandbox::REQUEST_LOG_LIMIT {
+        state.renewal_margins.pop_front();
+    }
+    state.renewal_margins.push_back((std::time::Instant::now(), margin));
+    let Some(sub) = state.subscriptions.get_mut(id) else {
+        return Problem::new(404, "Subscription not found", "resource-not-found").response(&request.path);
+    };
     sub.expires_at = now + lifetime;
     sub.deactivated = false;
     sub.renewals += 1;

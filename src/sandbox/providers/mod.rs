@@ -431,7 +431,7 @@ async fn serve(core: Arc<SimCore>, router: Router, request: Request<Body>) -> Re
         }
     };
     record.status = response.status().as_u16();
-    core.log.lock().expect("log").push(record);
+    crate::sandbox::push_bounded(&mut core.log.lock().expect("log"), record);
     response
 }
 

@@ -107,14 +107,17 @@ pub async fn handle(shared: Arc<Shared>, request: Request<Body>) -> Response {
     let raw_query = parts.uri.query().unwrap_or("").to_string();
     let header_str =
         |h: &HeaderMap, k: header::HeaderName| h.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    shared.requests.lock().expect("request log").push(RequestRecord {
-        method: parts.method.to_string(),
-        path: path.clone(),
-        query: raw_query.clone(),
-        content_type: header_str(&parts.headers, header::CONTENT_TYPE),
-        user_agent: header_str(&parts.headers, header::USER_AGENT),
-        body: String::from_utf8_lossy(&body).into_owned(),
-    });
+    crate::sandbox::push_bounded(
+        &mut shared.requests.lock().expect("request log"),
+        RequestRecord {
+            method: parts.method.to_string(),
+            path: path.clone(),
+            query: raw_query.clone(),
+            content_type: header_str(&parts.headers, header::CONTENT_TYPE),
+            user_agent: header_str(&parts.headers, header::USER_AGENT),
+            body: String::from_utf8_lossy(&body).into_owned(),
+        },
+    );
     if let Some(action) = matching_fault(&shared, &parts.method, &path, &raw_query) {
         match action {
             FaultAction::Fail(error) => return error_response(&error),

@@ -311,6 +311,14 @@ impl State {
             .ok_or_else(|| ApiError::not_found(&rt.qualified_plural(), &rt.group, &rt.plural, name))
     }
 
+    /// Every object of a resource as stored (no copy; `apiVersion` and `kind` may be another version's).
+    pub fn stored_of<'a>(&'a self, rt: &'a ResourceType) -> impl Iterator<Item = &'a Value> + 'a {
+        self.objects
+            .iter()
+            .filter(move |((g, p, _, _), _)| *g == rt.group && *p == rt.plural)
+            .map(|(_, o)| o.as_ref())
+    }
+
     /// Every object of a resource, in key order, as served at its version.
     pub fn objects_of(&self, rt: &ResourceType) -> Vec<Value> {
         self.objects
