@@ -80,6 +80,8 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
     let index = ctx.index.clone();
     let subscription_events = watcher(Api::<WebhookSubscription>::all(client.clone()), wc.clone())
         .default_backoff()
+        // managedFields are most of a stored object and no pass reads them.
+        .modify(|sub: &mut WebhookSubscription| sub.metadata.managed_fields = None)
         .map_ok(move |event| {
             index.observe(&event);
             event

@@ -98,7 +98,11 @@ async fn creates_share_one_listing_and_a_restart_reads_the_account_not_each_subs
         .map(|r| r.path)
         .collect();
     let distinct: std::collections::BTreeSet<&String> = secret_reads.iter().collect();
-    assert_eq!(distinct.len(), secret_reads.len(), "each Secret read once: {secret_reads:?}");
+    assert_eq!(
+        distinct.len(),
+        secret_reads.len(),
+        "each Secret read once: {secret_reads:?}"
+    );
     assert!(
         secret_reads.iter().any(|p| p.ends_with("/secrets/avaya-token")),
         "{secret_reads:?}"
