@@ -316,6 +316,20 @@ impl Bench {
         }
     }
 
+    /// Starts the controller, lets it settle the examples' own subscriptions (so that what is counted is
+    /// ours alone), clears the counts, creates the N and waits until they are Ready; the seconds that took.
+    async fn settle_then_create(&mut self, within: Duration) -> f64 {
+        self.start_controller();
+        while self.reconciles().await.is_none() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.wait_quiet(Duration::from_secs(2)).await;
+        self.clear_counts();
+        let started = Instant::now();
+        self.create_subscriptions();
+        self.wait_ready(started, within).await
+    }
+
     /// Waits until the controller has completed no reconcile for `quiet`.
     async fn wait_quiet(&self, quiet: Duration) {
         let mut last = self.reconciles().await;
@@ -458,16 +472,7 @@ fn report(scenario: &str, n: usize, figures: &[(&str, Value)]) {
 /// Create N, the quiet window after, a restart, and the rotation of one shared Secret.
 async fn create_idle_restart_rotate(n: usize) {
     let mut bench = Bench::start(n, Duration::from_secs(900), None).await;
-    bench.start_controller();
-    // The examples' own subscriptions first, so that what is counted is ours alone.
-    while bench.reconciles().await.is_none() {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bench.wait_quiet(Duration::from_secs(2)).await;
-    bench.clear_counts();
-    let started = Instant::now();
-    bench.create_subscriptions();
-    let ready_seconds = bench.wait_ready(started, Duration::from_secs(1800)).await;
+    let ready_seconds = bench.settle_then_create(Duration::from_secs(1800)).await;
     bench.wait_quiet(Duration::from_secs(2)).await;
     let (calls, kube) = (bench.calls(), bench.kube());
     let per = |x: usize| json!(round(x as f64 / n as f64));
@@ -649,15 +654,7 @@ async fn steady(n: usize, lifetime: Duration) {
 /// Create N with every provider account limited to `rate` requests per second.
 async fn rate_limited(n: usize, rate: u32) {
     let mut bench = Bench::start(n, Duration::from_secs(900), Some(rate)).await;
-    bench.start_controller();
-    while bench.reconciles().await.is_none() {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bench.wait_quiet(Duration::from_secs(2)).await;
-    bench.clear_counts();
-    let started = Instant::now();
-    bench.create_subscriptions();
-    let ready_seconds = bench.wait_ready(started, Duration::from_secs(24 * 3600)).await;
+    let ready_seconds = bench.settle_then_create(Duration::from_secs(24 * 3600)).await;
     let calls = bench.calls();
     // Each account needs one create per subscription plus its listing pages, at `rate` per second;
     // the accounts work side by side, so the busiest one sets the ideal.
