@@ -69,7 +69,7 @@ pub struct Caches {
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     /// Secrets, metadata only (no value is held for a Secret no subscription uses).
     pub secrets: Store<PartialObjectMeta<Secret>>,
-    values: Mutex<HashMap<(String, String), Arc<SecretValues>>>,
+    values: Mutex<HashMap<SecretKey, Arc<SecretValues>>>,
     /// One read at a time per Secret: the passes of a thousand subscriptions that share a Secret, started
     /// together (at a restart, or after a rotation), read it once.
     reading: Mutex<HashMap<SecretKey, Arc<tokio::sync::Mutex<()>>>>,
@@ -127,7 +127,7 @@ impl Caches {
         self.synced.send_replace(Some(all));
     }
 
-    fn values(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Arc<SecretValues>>> {
+    fn values(&self) -> std::sync::MutexGuard<'_, HashMap<SecretKey, Arc<SecretValues>>> {
         self.values.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -167,30 +167,36 @@ impl Caches {
         let read = {
             let _reading = one_reader.lock().await;
             // Another pass may have read it meanwhile.
-            if let Some(known) = current() {
-                return Ok(Some(known));
+            match current() {
+                Some(known) => Ok(Some(known)),
+                None => Api::<Secret>::namespaced(client.clone(), namespace)
+                    .get_opt(name)
+                    .await
+                    .map(|read| self.remember(&key, read)),
             }
-            Api::<Secret>::namespaced(client.clone(), namespace).get_opt(name).await
         };
-        {
-            let mut reading = self.reading.lock().unwrap_or_else(|e| e.into_inner());
-            // The map's and ours: nobody else is waiting.
-            if Arc::strong_count(&one_reader) <= 2 {
-                reading.remove(&key);
-            }
+        let mut reading = self.reading.lock().unwrap_or_else(|e| e.into_inner());
+        // The map's and ours: nobody else is waiting.
+        if Arc::strong_count(&one_reader) <= 2 {
+            reading.remove(&key);
         }
+        read
+    }
+
+    /// Keeps what a read found (or forgets a Secret that is gone).
+    fn remember(&self, key: &SecretKey, read: Option<Secret>) -> Option<Arc<SecretValues>> {
         let mut values = self.values();
-        Ok(match read? {
+        match read {
             Some(secret) => {
                 let read = Arc::new(SecretValues::of(&secret));
-                values.insert(key, read.clone());
+                values.insert(key.clone(), read.clone());
                 Some(read)
             }
             None => {
-                values.remove(&key);
+                values.remove(key);
                 None
             }
-        })
+        }
     }
 
     /// Remembers a Secret the operator wrote (a generated signing secret), so that a cache that has not

@@ -105,11 +105,17 @@ impl Inventory {
 
     fn fresh(&self, listed_since: Option<jiff::Timestamp>) -> bool {
         let state = self.state();
-        match (state.listed_at, state.listed_at_wall, listed_since) {
-            (Some(_), Some(at), Some(since)) => at >= since,
-            (Some(at), _, None) => at.elapsed() < self.max_age(state.took),
-            _ => false,
+        match listed_since {
+            Some(since) => state.listed_at_wall.is_some_and(|at| at >= since),
+            None => self.current(&state),
         }
+    }
+
+    /// Whether the last listing is younger than the maximum age.
+    fn current(&self, state: &Listing) -> bool {
+        state
+            .listed_at
+            .is_some_and(|at| at.elapsed() < self.max_age(state.took))
     }
 
     /// How old a listing may get: the drift interval, or more when listing takes long (a large account
@@ -124,10 +130,7 @@ impl Inventory {
     pub fn listing_under_way(&self) -> Option<Duration> {
         let state = self.state();
         let started = state.listing?;
-        let current = state
-            .listed_at
-            .is_some_and(|at| at.elapsed() < self.max_age(state.took));
-        if current {
+        if self.current(&state) {
             return None;
         }
         Some(state.took.saturating_sub(started.elapsed()).max(Duration::from_secs(1)))

@@ -48,6 +48,11 @@ fn limits(requests_per_second: f64, burst: u32) -> (f64, f64) {
     (requests_per_second.max(0.01), f64::from(burst.max(1)))
 }
 
+/// A bucket's tokens at `now`, from its count at its last time.
+fn refilled((tokens, last): (f64, Instant), rate: f64, burst: f64, now: Instant) -> f64 {
+    (tokens + now.saturating_duration_since(last).as_secs_f64() * rate).min(burst)
+}
+
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -119,8 +124,7 @@ impl RateLimiter {
 
     /// The tokens in the bucket now.
     fn tokens(&self, rate: f64, burst: f64, now: Instant) -> f64 {
-        let (tokens, last) = *locked(&self.bucket);
-        (tokens + now.saturating_duration_since(last).as_secs_f64() * rate).min(burst)
+        refilled(*locked(&self.bucket), rate, burst, now)
     }
 
     /// Waits for a token (and for the end of a pause). A routine call stands back while a renewal waits.
@@ -139,8 +143,7 @@ impl RateLimiter {
                 let (rate, burst) = *locked(&self.limits);
                 let mut bucket = locked(&self.bucket);
                 let now = Instant::now();
-                let (tokens, last) = *bucket;
-                let tokens = (tokens + now.saturating_duration_since(last).as_secs_f64() * rate).min(burst);
+                let tokens = refilled(*bucket, rate, burst, now);
                 let renewal_ahead = urgency == Urgency::Routine && self.renewals_waiting.load(Ordering::SeqCst) > 0;
                 if tokens >= 1.0 && !renewal_ahead {
                     *bucket = (tokens - 1.0, now);
