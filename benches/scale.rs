@@ -74,6 +74,21 @@ fn peak_rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
+/// CPU time (user + system) a process has used so far, seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces; the fields after its closing parenthesis are fixed.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the file, 12 and 13 after the name; the kernel counts
+    // them in USER_HZ, which is 100 on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn percentile(values: &mut [f64], p: f64) -> Option<f64> {
     if values.is_empty() {
         return None;
@@ -96,6 +111,8 @@ struct Bench {
     n: usize,
     names: Vec<(String, &'static str)>,
     shared_token_users: usize,
+    /// CPU seconds the controller and the sandbox spent during the last creation.
+    create_cpu: (f64, f64),
 }
 
 /// Provider calls (token requests apart), per simulator.
@@ -151,6 +168,7 @@ impl Bench {
             n,
             names: Vec::new(),
             shared_token_users: 0,
+            create_cpu: (0.0, 0.0),
         };
         // Without a limit (the highest the schema allows) the providers' own speed is measured; with one,
         // the limit, with a burst of 1 so that the ideal is N × calls / R.
@@ -248,7 +266,19 @@ impl Bench {
         let at = args.iter().position(|a| a == "--metrics-addr").unwrap();
         args[at + 1] = format!("127.0.0.1:{}", self.metrics_port);
         let log = std::fs::File::create(self.dir.join(format!("operator-{}.log", fastrand::u32(..)))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_webhook-operator"))
+        // A profiler can wrap the controller, e.g. WEBHOOK_OPERATOR_BENCH_WRAP="heaptrack -o /tmp/ctl".
+        let wrapper: Vec<String> = std::env::var("WEBHOOK_OPERATOR_BENCH_WRAP")
+            .map(|w| w.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        let program = env!("CARGO_BIN_EXE_webhook-operator").to_string();
+        let (program, args) = match wrapper.split_first() {
+            Some((first, rest)) => (
+                first.clone(),
+                rest.iter().cloned().chain([program]).chain(args).collect(),
+            ),
+            None => (program, args),
+        };
+        let child = Command::new(program)
             .args(&args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -267,6 +297,10 @@ impl Bench {
         let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         let _ = child.wait();
         peak
+    }
+
+    fn controller_cpu(&self) -> f64 {
+        self.controller.as_ref().map_or(0.0, |c| cpu_seconds(c.id()))
     }
 
     fn controller_rss(&self) -> f64 {
@@ -326,8 +360,14 @@ impl Bench {
         self.wait_quiet(Duration::from_secs(2)).await;
         self.clear_counts();
         let started = Instant::now();
+        let cpu_before = (self.controller_cpu(), cpu_seconds(std::process::id()));
         self.create_subscriptions();
-        self.wait_ready(started, within).await
+        let seconds = self.wait_ready(started, within).await;
+        self.create_cpu = (
+            self.controller_cpu() - cpu_before.0,
+            cpu_seconds(std::process::id()) - cpu_before.1,
+        );
+        seconds
     }
 
     /// Waits until the controller has completed no reconcile for `quiet`.
@@ -483,6 +523,8 @@ async fn create_idle_restart_rotate(n: usize) {
             ("ready_seconds", json!(round(ready_seconds))),
             ("peak_rss_mib_controller", json!(round(bench.controller_rss()))),
             ("peak_rss_mib_sandbox", json!(round(peak_rss_mib(std::process::id())))),
+            ("cpu_seconds_controller", json!(round(bench.create_cpu.0))),
+            ("cpu_seconds_sandbox", json!(round(bench.create_cpu.1))),
             ("remote_calls_per_subscription", per(calls.total())),
             ("kube_writes_per_subscription", per(kube.writes)),
             ("kube_reads_per_subscription", per(kube.reads)),

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use kube::Resource;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use secrecy::SecretString;
 
@@ -16,6 +15,7 @@ use super::cache::{Caches, SubscriptionIndex};
 use super::claims::{ClaimIndex, LiveClaims, RecentClaims};
 use super::endpoints::EndpointPolicy;
 use super::error::ReconcileError;
+use super::events::{EventPublisher, EventType};
 use super::inventory::Inventoried;
 use super::leader::LeaderGuard;
 use super::observe::{self, MANAGER, ProviderSettings, Reads};
@@ -130,7 +130,7 @@ pub struct Context {
     pub config: Config,
     /// Provider clients by account.
     pub registry: ProviderRegistry,
-    recorder: Recorder,
+    events: EventPublisher,
     /// Per-object state.
     pub objects: ObjectStates,
     /// The subscriptions the controller watches (set when it starts).
@@ -152,12 +152,8 @@ const CLAIMS_FRESH_FOR: Duration = Duration::from_secs(1);
 impl Context {
     /// A context on `client`.
     pub fn new(client: kube::Client, config: Config) -> Arc<Self> {
-        let reporter = Reporter {
-            controller: MANAGER.into(),
-            instance: Some(config.instance.clone()),
-        };
         Arc::new(Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: EventPublisher::new(client.clone(), MANAGER, &config.instance, config.clock.clone()),
             registry: ProviderRegistry::new(
                 http_client(config.retry.timeout),
                 config.clock.clone(),
@@ -235,18 +231,17 @@ impl Context {
 
     /// Publishes the Events of a pass on the subscription (a failure to publish is logged, not retried).
     pub async fn publish(&self, sub: &WebhookSubscription, notes: Vec<Note>) {
+        let regarding = sub.object_ref(&());
         for note in notes {
-            let event = Event {
-                type_: match note.severity {
-                    Severity::Normal => EventType::Normal,
-                    Severity::Warning => EventType::Warning,
-                },
-                reason: note.reason.as_str().into(),
-                note: Some(note.message),
-                action: note.reason.as_str().into(),
-                secondary: None,
+            let type_ = match note.severity {
+                Severity::Normal => EventType::Normal,
+                Severity::Warning => EventType::Warning,
             };
-            if let Err(e) = self.recorder.publish(&event, &sub.object_ref(&())).await {
+            let published = self
+                .events
+                .publish(&regarding, type_, note.reason.as_str(), &note.message)
+                .await;
+            if let Err(e) = published {
                 tracing::warn!(error = %e, "could not publish an Event");
             }
         }

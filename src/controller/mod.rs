@@ -23,6 +23,7 @@ pub mod claims;
 pub mod context;
 pub mod endpoints;
 pub mod error;
+pub mod events;
 pub mod inventory;
 pub mod leader;
 pub mod observe;

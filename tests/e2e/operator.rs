@@ -95,7 +95,10 @@ async fn each_provider_becomes_ready_and_steady_state_is_silent() {
     assert_eq!(env.avaya.subscription(&id).unwrap().renewals, 0);
     assert_eq!(env.get_sub("agents").unwrap().status.unwrap().renewal_count, None);
     assert!(!env.event_reasons("agents").contains(&"Rotated".to_string()));
-    assert!(env.event_reasons("agents").contains(&"Available".to_string()));
+    assert!(
+        !env.event_reasons("agents").contains(&"Available".to_string()),
+        "one Event per create: Created says it is ready"
+    );
 
     // Steady state: reconciles of up-to-date objects make no remote call and no Kubernetes write.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -256,6 +259,27 @@ async fn avaya_is_renewed_before_expiry_and_reactivated() {
     })
     .await;
     assert!(env.avaya.subscription(&id).unwrap().renewals > before);
+
+    // The same Event again within minutes is a count on the first one (events.k8s.io series), not a
+    // second object.
+    env.annotate("agents", "webhook-operator.dev/renew-requested-at", "renew-2")
+        .await;
+    env.wait("agents", "second renew handled", |s| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.last_handled_renew_at.clone())
+            .as_deref()
+            == Some("renew-2")
+    })
+    .await;
+    let renewed = env.events_of("agents", "Renewed");
+    assert_eq!(
+        renewed.len(),
+        1,
+        "one Event object for two requested renewals: {renewed:?}"
+    );
+    assert_eq!(renewed[0]["series"]["count"], 2);
+    assert!(renewed[0]["series"]["lastObservedTime"].is_string());
 }
 
 #[tokio::test]

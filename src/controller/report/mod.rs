@@ -226,9 +226,12 @@ fn report_outcome(
         } => {
             let ready = applied_status(&mut next, pass, &applied, secret_hash);
             let mut events = done_notes(pass.provider, &done);
-            if condition_state(&current.conditions, condition::READY)
-                != condition_state(&next.conditions, condition::READY)
-            {
+            // A step's Event (Created, Adopted, Renewed...) already says the subscription works; a Ready
+            // Event beside it would double the writes of every create. It is kept when nothing else was
+            // said, or when Ready turned false.
+            let ready_changed = condition_state(&current.conditions, condition::READY)
+                != condition_state(&next.conditions, condition::READY);
+            if ready_changed && (events.is_empty() || ready.severity == Severity::Warning) {
                 events.push(ready);
             }
             Report {

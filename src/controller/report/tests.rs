@@ -171,6 +171,39 @@ fn renewals_schedule_the_next_one_from_the_answer() {
 }
 
 #[test]
+fn a_create_that_is_ready_at_once_is_one_event() {
+    let a = Annotations::default();
+    let created = |state| Outcome::Applied {
+        applied: Applied {
+            id: "id-1".into(),
+            remote: remote(state, None),
+            renewed: false,
+            new_lifetime: true,
+            changed: true,
+        },
+        secret_hash: None,
+        done: vec![Done::Created("id-1".into())],
+    };
+    let r = report(&Default::default(), &pass(&a), None, created(RemoteState::Active));
+    assert_eq!(state(&r, "Ready"), Some(("True".into(), "Available".into())));
+    assert_eq!(
+        r.events,
+        vec![Note::normal(Reason::Created, "created avaya subscription id-1".into())],
+        "Created says it works; no second Event for Ready"
+    );
+    // Not ready after the create: the Warning says why, beside the step.
+    let r = report(&Default::default(), &pass(&a), None, created(RemoteState::Inactive));
+    let reasons: Vec<_> = r.events.iter().map(|n| (n.reason, n.severity)).collect();
+    assert_eq!(
+        reasons,
+        vec![
+            (Reason::Created, Severity::Normal),
+            (Reason::Expired, Severity::Warning)
+        ]
+    );
+}
+
+#[test]
 fn every_step_done_is_an_event_in_order() {
     let a = Annotations::default();
     let done = vec![

@@ -154,14 +154,72 @@ pub struct Schema {
     /// The `openAPIV3Schema`.
     pub raw: Value,
     compiled: Arc<CompiledSchema>,
+    /// Whether CEL rules sit on the root itself (they see every field, so they always run).
+    root_rules: bool,
+    /// The top-level properties with CEL rules somewhere beneath them.
+    ruled_properties: Vec<String>,
 }
 
 impl Schema {
     /// Compiles the rules of `raw`.
     pub fn new(raw: Value) -> Self {
-        let compiled = Arc::new(compile_schema(&raw));
-        Schema { raw, compiled }
+        let compiled = compile_schema(&raw);
+        let root_rules = !compiled.validations.is_empty()
+            || [&compiled.all_of, &compiled.one_of, &compiled.any_of]
+                .into_iter()
+                .flatten()
+                .any(has_rules);
+        let ruled_properties = compiled
+            .properties
+            .iter()
+            .filter(|(_, child)| has_rules(child))
+            .map(|(key, _)| key.clone())
+            .collect();
+        Schema {
+            raw,
+            compiled: Arc::new(compiled),
+            root_rules,
+            ruled_properties,
+        }
     }
+
+    /// Whether an update must run the CEL rules: on a create always; on an update when the root has rules
+    /// or a top-level property with rules changed. Unchanged values are ratcheted, as the API server does
+    /// (CRDValidationRatcheting, on by default since 1.30): their errors would be dropped anyway, so a
+    /// status write does not pay for the spec's rules.
+    fn cel_needed(&self, object: &Value, old: Option<&Value>) -> bool {
+        let Some(old) = old else { return true };
+        self.root_rules || self.ruled_properties.iter().any(|key| object.get(key) != old.get(key))
+    }
+}
+
+fn has_rules(schema: &CompiledSchema) -> bool {
+    !schema.validations.is_empty()
+        || schema.properties.values().any(has_rules)
+        || schema.items.as_deref().is_some_and(has_rules)
+        || schema.additional_properties.as_deref().is_some_and(has_rules)
+        || [&schema.all_of, &schema.one_of, &schema.any_of]
+            .into_iter()
+            .flatten()
+            .any(has_rules)
+}
+
+/// Compiled `pattern`s, by their text: compiling one costs more than the rest of a write's validation.
+/// Patterns come from installed CRDs, so the cache is small; it is emptied if it ever reaches the bound.
+fn pattern_regex(pattern: &str) -> Result<Regex, String> {
+    const BOUND: usize = 1024;
+    static CACHE: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, Result<Regex, String>>>> =
+        std::sync::LazyLock::new(Default::default);
+    let mut cache = CACHE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(compiled) = cache.get(pattern) {
+        return compiled.clone();
+    }
+    if cache.len() >= BOUND {
+        cache.clear();
+    }
+    let compiled = Regex::new(pattern).map_err(|e| e.to_string());
+    cache.insert(pattern.to_string(), compiled.clone());
+    compiled
 }
 
 /// The whole admission of a custom resource write, in the API server's order: drop nulls of non-nullable
@@ -182,6 +240,7 @@ pub fn admit(schema: &Schema, mut object: Value, old: Option<&Value>) -> Result<
 /// Runs the structural checks and, when they pass, the CEL rules. `object` must already be defaulted and
 /// pruned; `old` is the stored object for transition rules (`oldSelf`), `None` on create.
 pub fn validate(schema: &Schema, object: &Value, old: Option<&Value>) -> Vec<FieldError> {
+    let schema_rules = schema;
     let compiled = &schema.compiled;
     let schema = &schema.raw;
     let mut errors = Vec::new();
@@ -194,13 +253,18 @@ pub fn validate(schema: &Schema, object: &Value, old: Option<&Value>) -> Vec<Fie
         }
         if let Some(properties) = properties {
             for (key, sub_schema) in properties {
-                if let Some(child) = map.get(key) {
+                // Ratcheting: a top-level value the update leaves as it was is not checked again.
+                let unchanged = old.is_some_and(|old| old.get(key) == map.get(key));
+                if let Some(child) = map.get(key)
+                    && !unchanged
+                {
                     check(sub_schema, child, key, &mut errors);
                 }
             }
         }
     }
     if errors.is_empty()
+        && schema_rules.cel_needed(object, old)
         && let Err(cel_errors) = Validator::new().validate_compiled(compiled, object, old)
     {
         for e in cel_errors.into_vec() {
@@ -342,7 +406,7 @@ fn check_string(schema: &Value, value: &Value, s: &str, path: &str, errors: &mut
         ));
     }
     if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
-        match Regex::new(pattern) {
+        match pattern_regex(pattern) {
             Ok(re) if !re.is_match(s) => {
                 errors.push(invalid(path, "pattern", value, format!("should match '{pattern}'")));
             }
@@ -551,6 +615,35 @@ mod tests {
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].rule, "self.name != 'abc'");
         assert!(errors[0].message.contains("spec.name must not be abc"));
+    }
+
+    #[test]
+    fn an_update_that_leaves_a_value_as_it_was_is_not_checked_again() {
+        let mut raw = schema();
+        raw["properties"]["status"] =
+            json!({"type": "object", "properties": {"phase": {"type": "string", "pattern": "^[A-Z]"}}});
+        let schema = Schema::new(raw);
+        // Stored before the schema tightened: spec breaks both a structural check and a rule.
+        let old = json!({"spec": {"name": "abc", "count": 9}, "status": {"phase": "Old"}});
+        let status_write = json!({"spec": {"name": "abc", "count": 9}, "status": {"phase": "New"}});
+        assert!(
+            validate(&schema, &status_write, Some(&old)).is_empty(),
+            "spec unchanged: ratcheted"
+        );
+        let bad_status = json!({"spec": {"name": "abc", "count": 9}, "status": {"phase": "new"}});
+        assert_eq!(
+            rules(&validate(&schema, &bad_status, Some(&old))),
+            vec![("status.phase".into(), "pattern".into())],
+            "what changed is still checked"
+        );
+        let spec_write = json!({"spec": {"name": "abc", "count": 2}, "status": {"phase": "Old"}});
+        assert_eq!(
+            rules(&validate(&schema, &spec_write, Some(&old))),
+            vec![("spec".into(), "self.name != 'abc'".into())],
+            "a changed spec runs its rules"
+        );
+        assert!(!schema.cel_needed(&status_write, Some(&old)));
+        assert!(schema.cel_needed(&status_write, None), "a create always runs them");
     }
 
     #[test]

@@ -277,6 +277,17 @@ impl Env {
         })
     }
 
+    /// The Events about `name` with `reason`.
+    pub fn events_of(&self, name: &str, reason: &str) -> Vec<Value> {
+        self.emu.with_state(|s| {
+            let rt = s.resource("events.k8s.io", "v1", "events").unwrap();
+            s.objects_of(&rt)
+                .into_iter()
+                .filter(|e| e["regarding"]["name"] == name && e["reason"] == reason)
+                .collect()
+        })
+    }
+
     pub fn secret_value(&self, name: &str, key: &str) -> Option<String> {
         use base64::Engine as _;
         let secret = self.emu.get("", "v1", "secrets", NS, name)?;
