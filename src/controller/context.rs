@@ -100,6 +100,17 @@ impl ObjectStates {
         change(self.map().entry(uid.to_string()).or_default());
     }
 
+    /// The watch shows `status` for `uid`: once that is the status last written, the copy kept for a
+    /// lagging cache is let go, so that in steady state no status is held twice.
+    pub fn seen(&self, uid: &str, status: Option<&WebhookSubscriptionStatus>) {
+        if let Some(state) = self.map().get_mut(uid)
+            && state.written.is_some()
+            && state.written.as_ref() == status
+        {
+            state.written = None;
+        }
+    }
+
     /// Forgets a deleted object.
     pub fn forget(&self, uid: &str) {
         self.map().remove(uid);
@@ -251,6 +262,27 @@ impl Context {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_status_kept_for_a_lagging_cache_is_let_go_once_the_watch_shows_it() {
+        let states = ObjectStates::default();
+        let written = WebhookSubscriptionStatus {
+            subscription_id: Some("id-1".into()),
+            ..Default::default()
+        };
+        states.update("uid-1", |s| s.written = Some(written.clone()));
+        states.seen("uid-1", None);
+        states.seen("uid-1", Some(&WebhookSubscriptionStatus::default()));
+        assert_eq!(
+            states.get("uid-1").written.as_ref(),
+            Some(&written),
+            "an older status: kept"
+        );
+        states.seen("uid-1", Some(&written));
+        assert_eq!(states.get("uid-1").written, None);
+        states.seen("uid-2", Some(&written));
+        assert_eq!(states.len(), 1, "an unknown object gets no state");
+    }
 
     #[test]
     fn object_state_is_forgotten_on_delete_and_pruned_to_live_objects() {

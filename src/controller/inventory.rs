@@ -103,25 +103,26 @@ impl Inventory {
         self.listings.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn fresh(&self, listed_since: Option<jiff::Timestamp>) -> bool {
+    fn fresh(&self, listed_since: Option<jiff::Timestamp>, max_age: Option<Duration>) -> bool {
         let state = self.state();
         match listed_since {
             Some(since) => state.listed_at_wall.is_some_and(|at| at >= since),
-            None => self.current(&state),
+            None => self.current(&state, max_age),
         }
     }
 
-    /// Whether the last listing is younger than the maximum age.
-    fn current(&self, state: &Listing) -> bool {
+    /// Whether the last listing is younger than the maximum age (`max_age`, or the inventory's own).
+    fn current(&self, state: &Listing, max_age: Option<Duration>) -> bool {
         state
             .listed_at
-            .is_some_and(|at| at.elapsed() < self.max_age(state.took))
+            .is_some_and(|at| at.elapsed() < Self::allowed_age(max_age.unwrap_or(self.max_age), state.took))
     }
 
-    /// How old a listing may get: the drift interval, or more when listing takes long (a large account
-    /// at a low rate limit), so that listings take at most [`LISTING_SHARE`] of the account's time.
-    fn max_age(&self, took: Duration) -> Duration {
-        self.max_age.max(took.saturating_mul(LISTING_SHARE))
+    /// How old a listing may get: the drift interval asked for, or more when listing takes long (a large
+    /// account at a low rate limit), so that listings take at most [`LISTING_SHARE`] of the account's
+    /// time however short the intervals subscriptions ask for.
+    fn allowed_age(asked: Duration, took: Duration) -> Duration {
+        asked.max(took.saturating_mul(LISTING_SHARE))
     }
 
     /// While a listing that a drift check or a plain create would wait for is under way: about how long
@@ -130,7 +131,7 @@ impl Inventory {
     pub fn listing_under_way(&self) -> Option<Duration> {
         let state = self.state();
         let started = state.listing?;
-        if self.current(&state) {
+        if self.current(&state, None) {
             return None;
         }
         Some(state.took.saturating_sub(started.elapsed()).max(Duration::from_secs(1)))
@@ -138,12 +139,17 @@ impl Inventory {
 
     /// Lists the account unless a listing that started at or after `since` (or, without `since`, one
     /// younger than the maximum age) exists; one listing at a time, shared by every caller.
-    async fn ensure(&self, api: &dyn WebhookApi, since: Option<jiff::Timestamp>) -> Result<()> {
-        if self.fresh(since) {
+    async fn ensure(
+        &self,
+        api: &dyn WebhookApi,
+        since: Option<jiff::Timestamp>,
+        max_age: Option<Duration>,
+    ) -> Result<()> {
+        if self.fresh(since, max_age) {
             return Ok(());
         }
         let _one = self.single_flight.lock().await;
-        if self.fresh(since) {
+        if self.fresh(since, max_age) {
             return Ok(());
         }
         let started = Instant::now();
@@ -186,7 +192,7 @@ impl Inventory {
         desired: &Desired,
         since: Option<jiff::Timestamp>,
     ) -> Result<Vec<Remote>> {
-        self.ensure(api, since).await?;
+        self.ensure(api, since, None).await?;
         let keys = api.adoption_fields();
         let state = self.state();
         let ids = state.by_key.get(&key_of(&desired.comparable(), keys));
@@ -197,9 +203,10 @@ impl Inventory {
             .collect())
     }
 
-    /// The subscription with `id` as listed within the maximum age (None: not in the listing).
-    pub async fn listed(&self, api: &dyn WebhookApi, id: &str) -> Result<Option<Remote>> {
-        self.ensure(api, None).await?;
+    /// The subscription with `id` as listed within `max_age` (a subscription's own drift interval) or the
+    /// inventory's maximum age, each stretched so that listing keeps to its share (None: not listed).
+    pub async fn listed(&self, api: &dyn WebhookApi, id: &str, max_age: Option<Duration>) -> Result<Option<Remote>> {
+        self.ensure(api, None, max_age).await?;
         Ok(self.state().by_id.get(id).cloned())
     }
 
@@ -280,8 +287,8 @@ impl Inventoried {
     }
 
     /// See [`Inventory::listed`].
-    pub async fn listed(&self, id: &str) -> Result<Option<Remote>> {
-        self.inventory.listed(self.api.as_ref(), id).await
+    pub async fn listed(&self, id: &str, max_age: Option<Duration>) -> Result<Option<Remote>> {
+        self.inventory.listed(self.api.as_ref(), id, max_age).await
     }
 
     fn recorded(&self, answer: Result<Remote>) -> Result<Remote> {

@@ -410,7 +410,7 @@ pub async fn remote(
         Lookup::Recorded(id) => Some(Observation::Recorded(id)),
         Lookup::Get(id) => return read(id).await,
         // Not in the listing: read by itself before believing it gone (a listing may have shifted).
-        Lookup::Listed(id) => match api.listed(&id).await? {
+        Lookup::Listed(id, max_age) => match api.listed(&id, max_age).await? {
             Some(remote) => Some(Observation::Found(remote)),
             None => return read(id).await,
         },

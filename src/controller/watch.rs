@@ -78,12 +78,18 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
     // Subscriptions: the index of what each uses is kept from the same watch as the cache.
     let (store, writer) = reflector::store();
     let index = ctx.index.clone();
+    let seen = ctx.clone();
     let subscription_events = watcher(Api::<WebhookSubscription>::all(client.clone()), wc.clone())
         .default_backoff()
         // managedFields are most of a stored object and no pass reads them.
         .modify(|sub: &mut WebhookSubscription| sub.metadata.managed_fields = None)
         .map_ok(move |event| {
             index.observe(&event);
+            if let watcher::Event::Apply(sub) | watcher::Event::InitApply(sub) = &event
+                && let Some(uid) = &sub.metadata.uid
+            {
+                seen.objects.seen(uid, sub.status.as_ref());
+            }
             event
         })
         .reflect(writer)

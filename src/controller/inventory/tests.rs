@@ -112,19 +112,49 @@ async fn a_listing_that_takes_long_comes_at_most_once_per_five_times_its_duratio
     // A 1 ms interval, but a listing takes at least 20 ms.
     let inventory = Arc::new(Inventory::new(Duration::from_millis(1), clock()));
     let account = Inventoried::new(fake.clone(), inventory.clone(), unlimited());
-    account.listed("x").await.unwrap();
+    account.listed("x", None).await.unwrap();
     let took = inventory.state().took;
     assert!(took >= Duration::from_millis(20), "{took:?}");
     tokio::time::sleep(Duration::from_millis(40)).await;
-    account.listed("x").await.unwrap();
+    account.listed("x", None).await.unwrap();
     assert_eq!(
         fake.lists.load(Ordering::SeqCst),
         1,
         "still current at twice its duration"
     );
     tokio::time::sleep(took * LISTING_SHARE).await;
-    account.listed("x").await.unwrap();
+    account.listed("x", None).await.unwrap();
     assert_eq!(fake.lists.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_subscriptions_own_drift_interval_is_served_by_the_shared_listing_within_its_share() {
+    let fake = Arc::new(FakeAccount::default());
+    // The operator's interval is long; a tenant asks for 1 ms on its subscriptions.
+    let inventory = Arc::new(Inventory::new(Duration::from_secs(600), clock()));
+    let account = Inventoried::new(fake.clone(), inventory.clone(), unlimited());
+    let own = Some(Duration::from_millis(1));
+    account.listed("x", None).await.unwrap();
+    let took = inventory.state().took;
+    // However many subscriptions ask, and however often, the account is listed at most once per five
+    // times a listing's duration: never one read per subscription.
+    for _ in 0..100 {
+        account.listed("x", own).await.unwrap();
+    }
+    assert_eq!(fake.lists.load(Ordering::SeqCst), 1);
+    tokio::time::sleep(took * LISTING_SHARE).await;
+    account.listed("x", own).await.unwrap();
+    assert_eq!(
+        fake.lists.load(Ordering::SeqCst),
+        2,
+        "the short interval is honoured past the share"
+    );
+    account.listed("x", None).await.unwrap();
+    assert_eq!(
+        fake.lists.load(Ordering::SeqCst),
+        2,
+        "the operator's interval is not due"
+    );
 }
 
 #[tokio::test]
@@ -135,7 +165,7 @@ async fn a_pass_needing_a_listing_under_way_is_told_when_to_come_back() {
     assert_eq!(account.come_back_after(true), None, "nothing under way");
     let listing = tokio::spawn({
         let account = account.clone();
-        async move { account.listed("x").await.map(|_| ()) }
+        async move { account.listed("x", None).await.map(|_| ()) }
     });
     while inventory.state().listing.is_none() {
         tokio::task::yield_now().await;
@@ -194,10 +224,10 @@ async fn concurrent_look_ups_share_one_listing_and_creates_keep_it_current() {
     );
     assert_eq!(fake.lists.load(Ordering::SeqCst), 2);
     assert_eq!(
-        account.listed("old-9").await.unwrap().map(|r| r.id),
+        account.listed("old-9", None).await.unwrap().map(|r| r.id),
         Some("old-9".into())
     );
-    assert_eq!(account.listed("old-7").await.unwrap().map(|r| r.id), None);
+    assert_eq!(account.listed("old-7", None).await.unwrap().map(|r| r.id), None);
 }
 
 #[tokio::test]
@@ -214,8 +244,11 @@ async fn our_own_changes_during_a_listing_are_not_undone_by_its_older_pages() {
         during.inventory.record(&remote("born", "born"), &[Field::Name]);
     }));
     account.matches(&desired("anything"), None).await.unwrap();
-    assert_eq!(account.listed("doomed").await.unwrap().map(|r| r.id), None);
-    assert_eq!(account.listed("born").await.unwrap().map(|r| r.id), Some("born".into()));
+    assert_eq!(account.listed("doomed", None).await.unwrap().map(|r| r.id), None);
+    assert_eq!(
+        account.listed("born", None).await.unwrap().map(|r| r.id),
+        Some("born".into())
+    );
     assert_eq!(inventory.listings(), 1);
 }
 

@@ -197,8 +197,9 @@ pub enum Lookup {
     Get(String),
     /// Act on the subscription with this id as status records it, without reading it first.
     Recorded(String),
-    /// Look the subscription with this id up in the account's inventory (a drift check).
-    Listed(String),
+    /// Look the subscription with this id up in the account's inventory (a drift check), listed within
+    /// the subscription's own drift interval if it has one (else the operator's).
+    Listed(String, Option<Duration>),
     /// List the account and match on the adoption fields.
     Find(Search),
 }
@@ -253,7 +254,7 @@ pub fn listing_since(lookup: &Lookup, facts: &Facts) -> Option<Timestamp> {
 /// Whether a look-up is served by the account's shared listing (and so waits for one under way).
 pub fn uses_shared_listing(lookup: &Lookup, adoption: AdoptionPolicy) -> bool {
     match lookup {
-        Lookup::Listed(_) => true,
+        Lookup::Listed(..) => true,
         Lookup::Find(search) => !needs_fresh_listing(*search, adoption),
         Lookup::Nothing | Lookup::Get(_) | Lookup::Recorded(_) => false,
     }
@@ -269,11 +270,10 @@ pub fn is_routine(facts: &Facts, lookup: &Lookup) -> bool {
 pub fn lookup(facts: &Facts) -> Lookup {
     match facts.known_id() {
         Some(id) => match facts.remote_check_reason() {
-            // A drift check on the operator's interval is served by the account's shared listing; one on a
-            // subscription's own interval reads it by itself.
-            Some(CheckReason::DriftCheckDue) if facts.annotations.drift_check_interval.is_none() => {
-                Lookup::Listed(id.to_string())
-            }
+            // A drift check is served by the account's shared listing, on the subscription's own interval
+            // too: reading each by itself would let a tenant's short intervals take any share of the
+            // account's rate limit, while listings keep to theirs.
+            Some(CheckReason::DriftCheckDue) => Lookup::Listed(id.to_string(), facts.annotations.drift_check_interval),
             Some(reason) if reason.needs_read() => Lookup::Get(id.to_string()),
             Some(_) => Lookup::Recorded(id.to_string()),
             None => Lookup::Nothing,

@@ -141,15 +141,16 @@ fn every_trigger_reads_the_remote_side() {
                 assert!(matches!(lookup(&f), Lookup::Recorded(_)), "{reason}")
             }
             // A drift check on the operator's interval is served by the account's shared listing.
-            "drift check due" => assert!(matches!(lookup(&f), Lookup::Listed(_)), "{reason}"),
+            "drift check due" => assert!(matches!(lookup(&f), Lookup::Listed(_, None)), "{reason}"),
             _ => assert!(matches!(lookup(&f), Lookup::Get(_)), "{reason}"),
         }
     }
-    // A subscription with its own drift interval is read by itself.
+    // A subscription with its own drift interval asks the shared listing for that age.
     let mut f = facts();
-    f.last_remote_check = None;
+    f.last_remote_check = Some(ts("2026-01-01T11:59:00Z"));
     f.annotations.drift_check_interval = Some(Duration::from_secs(30));
-    assert!(matches!(lookup(&f), Lookup::Get(_)));
+    f.drift_interval = Duration::from_secs(30);
+    assert_eq!(lookup(&f), Lookup::Listed("id-1".into(), Some(Duration::from_secs(30))));
     // A handled request does not trigger again.
     let mut f = facts();
     f.annotations.reconcile_requested = Some("t1".into());
