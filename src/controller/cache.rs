@@ -257,6 +257,9 @@ struct IndexState {
     uses: HashMap<ObjectRef<WebhookSubscription>, Uses>,
     by_secret: HashMap<(String, String), HashSet<ObjectRef<WebhookSubscription>>>,
     by_provider: HashMap<ProviderKey, HashSet<ObjectRef<WebhookSubscription>>>,
+    /// Subscriptions that name a ClusterWebhookProvider, by their namespace: whether the provider admits
+    /// them depends on their Namespace's labels.
+    cluster_users_by_namespace: HashMap<String, HashSet<ObjectRef<WebhookSubscription>>>,
     /// During a relist: the subscriptions seen so far (the others are gone when it ends).
     relisting: Option<HashSet<ObjectRef<WebhookSubscription>>>,
 }
@@ -270,6 +273,14 @@ impl IndexState {
             subs.remove(sub);
             if subs.is_empty() {
                 self.by_provider.remove(&old.provider);
+            }
+        }
+        if let (ProviderKey::Cluster(_), Some(ns)) = (&old.provider, &sub.namespace)
+            && let Some(subs) = self.cluster_users_by_namespace.get_mut(ns)
+        {
+            subs.remove(sub);
+            if subs.is_empty() {
+                self.cluster_users_by_namespace.remove(ns);
             }
         }
         for secret in old.secrets {
@@ -305,6 +316,12 @@ impl IndexState {
             .insert(key.clone());
         for secret in &uses.secrets {
             self.by_secret.entry(secret.clone()).or_default().insert(key.clone());
+        }
+        if let ProviderKey::Cluster(_) = uses.provider {
+            self.cluster_users_by_namespace
+                .entry(ns)
+                .or_default()
+                .insert(key.clone());
         }
         self.uses.insert(key, uses);
     }
@@ -351,6 +368,16 @@ impl SubscriptionIndex {
         self.state()
             .by_provider
             .get(provider)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The subscriptions in `namespace` that name a ClusterWebhookProvider (a change of the Namespace's
+    /// labels can admit or refuse them).
+    pub fn using_cluster_provider_in(&self, namespace: &str) -> Vec<ObjectRef<WebhookSubscription>> {
+        self.state()
+            .cluster_users_by_namespace
+            .get(namespace)
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default()
     }
@@ -465,6 +492,30 @@ mod tests {
         index.observe(&watcher::Event::InitDone);
         assert!(index.using_secret("b", "token").is_empty());
         assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn subscriptions_of_a_cluster_provider_are_found_by_namespace() {
+        let index = SubscriptionIndex::default();
+        let cluster = |ns: &str, name: &str| {
+            let mut s = sub(ns, name, "shared", "token");
+            s.spec.provider_ref.kind = ProviderKind::ClusterWebhookProvider;
+            s
+        };
+        index.observe(&watcher::Event::Apply(cluster("a", "one")));
+        index.observe(&watcher::Event::Apply(cluster("b", "two")));
+        index.observe(&watcher::Event::Apply(sub("a", "own", "p", "token")));
+        assert_eq!(
+            names(index.using_cluster_provider_in("a")),
+            ["one"],
+            "not the namespaced provider's"
+        );
+        assert_eq!(names(index.using_cluster_provider_in("b")), ["two"]);
+        // Moved to a namespaced provider, or deleted: no longer found.
+        index.observe(&watcher::Event::Apply(sub("a", "one", "p", "token")));
+        assert!(index.using_cluster_provider_in("a").is_empty());
+        index.observe(&watcher::Event::Delete(cluster("b", "two")));
+        assert!(index.using_cluster_provider_in("b").is_empty());
     }
 
     #[test]

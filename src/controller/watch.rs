@@ -103,11 +103,22 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
     let (provider_store, cluster_provider_store) = (provider_controller.store(), cluster_provider_controller.store());
     // Namespaces (labels only) and Secrets (metadata only: values are read when a pass needs them).
     let (namespace_store, namespace_writer) = reflector::store();
-    let namespaces = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), wc.clone())
+    // A change of a Namespace's labels can admit its subscriptions to a ClusterWebhookProvider or refuse
+    // them: those subscriptions are woken (other changes of a Namespace wake nothing).
+    let namespace_events = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), wc.clone())
         .default_backoff()
         .modify(slim)
         .reflect(namespace_writer)
-        .for_each(|_| futures::future::ready(()));
+        .touched_objects()
+        .predicate_filter(
+            |ns: &PartialObjectMeta<Namespace>| {
+                use std::hash::{Hash, Hasher};
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                ns.metadata.labels.hash(&mut hasher);
+                Some(hasher.finish())
+            },
+            PredicateConfig::default(),
+        );
     let (secret_store, secret_writer) = reflector::store();
     let caches = Arc::new(Caches::new(
         provider_store.clone(),
@@ -139,7 +150,6 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
         cluster_provider_controller.store(),
         ctx.config.provider_check_interval,
     ));
-    let namespaces = tokio::spawn(namespaces);
     let prune = tokio::spawn(prune_states(
         ctx.clone(),
         store,
@@ -153,7 +163,12 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let (by_provider, by_cluster_provider, by_secret) = (ctx.index.clone(), ctx.index.clone(), ctx.index.clone());
+    let (by_provider, by_cluster_provider, by_secret, by_namespace) = (
+        ctx.index.clone(),
+        ctx.index.clone(),
+        ctx.index.clone(),
+        ctx.index.clone(),
+    );
     let subscriptions = controller
         .watches(
             Api::<WebhookProvider>::all(client.clone()),
@@ -170,6 +185,9 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
             wc.clone(),
             move |p: ClusterWebhookProvider| by_cluster_provider.using_provider(&ProviderKey::Cluster(p.name_any())),
         )
+        .watches_stream(namespace_events, move |ns: PartialObjectMeta<Namespace>| {
+            by_namespace.using_cluster_provider_in(&ns.name_any())
+        })
         .watches_stream(secret_events, move |secret: PartialObjectMeta<Secret>| {
             let ns = secret.namespace().unwrap_or_default();
             let name = secret.name_any();
@@ -240,7 +258,6 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
     prune.abort();
     sync.abort();
     watchdog.abort();
-    namespaces.abort();
     crate::telemetry::health().expect_progress_within(None);
 }
 

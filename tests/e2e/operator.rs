@@ -740,9 +740,22 @@ async fn errors_are_classified_without_retry_storms() {
         "",
         json!({"metadata": {"name": "default", "labels": {"team": "contact-centre"}}}),
     );
-    env.annotate("shared", "webhook-operator.dev/reconcile-requested-at", "after-label")
-        .await;
+    // The label change alone wakes the subscription (no request annotation, no timer: it waits on change).
     env.wait_ready("shared").await;
+    env.put(
+        "",
+        "v1",
+        "namespaces",
+        "",
+        json!({"metadata": {"name": "default", "labels": {"team": "elsewhere"}}}),
+    );
+    let s = env.wait_condition("shared", "Ready", "False", "ProviderNotReady").await;
+    assert!(
+        condition(&s, "Ready")
+            .unwrap()
+            .2
+            .contains("does not admit namespace default")
+    );
 
     // Providers report whether their credentials work.
     let providers: Api<webhook_operator::api::WebhookProvider> = Api::namespaced(env.client.clone(), NS);
