@@ -111,6 +111,11 @@ impl ObjectStates {
         }
     }
 
+    /// How many statuses are kept for a lagging cache (none once the watch has caught up).
+    pub fn statuses_held(&self) -> usize {
+        self.map().values().filter(|s| s.written.is_some()).count()
+    }
+
     /// Forgets a deleted object.
     pub fn forget(&self, uid: &str) {
         self.map().remove(uid);

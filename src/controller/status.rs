@@ -22,7 +22,9 @@ pub fn set_condition(
         .find(|c| c.type_ == type_)
         .filter(|c| c.status == status)
         .map(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(now));
+        // Whole seconds, as the API server stores a Time: the status kept in memory then equals the one
+        // the watch shows back.
+        .unwrap_or_else(|| Time(Timestamp::from_second(now.as_second()).unwrap_or(now)));
     let condition = Condition {
         type_: type_.to_string(),
         status: status.to_string(),
@@ -66,5 +68,18 @@ mod tests {
         set_condition(&mut conditions, "Ready", false, Reason::Unavailable, "down", 2, t1);
         assert_eq!(conditions[0].last_transition_time, Time(t1));
         assert_eq!(conditions.len(), 1);
+    }
+
+    #[test]
+    fn a_transition_time_is_whole_seconds_as_the_api_server_keeps_it() {
+        let mut conditions = Vec::new();
+        let now: Timestamp = "2026-01-01T00:00:07.987654321Z".parse().unwrap();
+        set_condition(&mut conditions, "Ready", true, Reason::Available, "ok", 1, now);
+        let stored: Condition = serde_json::from_value(serde_json::to_value(&conditions[0]).unwrap()).unwrap();
+        assert_eq!(stored, conditions[0], "the watch shows back what was written");
+        assert_eq!(
+            conditions[0].last_transition_time,
+            Time("2026-01-01T00:00:07Z".parse().unwrap())
+        );
     }
 }

@@ -81,8 +81,14 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
     let seen = ctx.clone();
     let subscription_events = watcher(Api::<WebhookSubscription>::all(client.clone()), wc.clone())
         .default_backoff()
-        // managedFields are most of a stored object and no pass reads them.
-        .modify(|sub: &mut WebhookSubscription| sub.metadata.managed_fields = None)
+        // managedFields and kubectl's copy of the last applied object are most of a stored object, and
+        // no pass reads them.
+        .modify(|sub: &mut WebhookSubscription| {
+            sub.metadata.managed_fields = None;
+            if let Some(annotations) = &mut sub.metadata.annotations {
+                annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+            }
+        })
         .map_ok(move |event| {
             index.observe(&event);
             if let watcher::Event::Apply(sub) | watcher::Event::InitApply(sub) = &event
