@@ -100,8 +100,9 @@ impl ObjectStates {
         change(self.map().entry(uid.to_string()).or_default());
     }
 
-    /// The watch shows `status` for `uid`: once that is the status last written, the copy kept for a
-    /// lagging cache is let go, so that in steady state no status is held twice.
+    /// The watch shows `status` for `uid`, already in the cache: once that is the status last written,
+    /// the copy kept for a lagging cache is let go, so that in steady state no status is held twice. A
+    /// pass reads the newest cached object after its state, so it sees that status either way.
     pub fn seen(&self, uid: &str, status: Option<&WebhookSubscriptionStatus>) {
         if let Some(state) = self.map().get_mut(uid)
             && state.written.is_some()
@@ -215,6 +216,14 @@ impl Context {
     /// Gives the context the controller's view of every subscription (for claims).
     pub fn watch_subscriptions(&self, store: Store<WebhookSubscription>) {
         let _ = self.subscriptions.set(store);
+    }
+
+    /// The newest cached copy of `sub` (the one a pass was given can be older than what the watch has
+    /// shown since; see [`ObjectStates::seen`]).
+    pub fn newest(&self, sub: &WebhookSubscription) -> Option<Arc<WebhookSubscription>> {
+        self.subscriptions
+            .get()?
+            .get(&kube::runtime::reflector::ObjectRef::from_obj(sub))
     }
 
     /// Every claim of a remote id in the cluster: the cache's (at most [`CLAIMS_FRESH_FOR`] old) with

@@ -86,9 +86,12 @@ pub fn error_policy(_sub: Arc<WebhookSubscription>, error: &ControllerError, _ct
 }
 
 /// One pass over a live subscription.
-async fn apply(sub: &WebhookSubscription, ctx: &Context) -> Result<Requeue, ReconcileError> {
-    let uid = uid_of(sub);
+async fn apply(given: &WebhookSubscription, ctx: &Context) -> Result<Requeue, ReconcileError> {
+    let uid = uid_of(given);
     let state = ctx.objects.get(&uid);
+    // Read after the state: a status the state no longer keeps is in this copy.
+    let newest = ctx.newest(given);
+    let sub = newest.as_deref().unwrap_or(given);
     let annotations = plan::trust_own_writes(
         Annotations::parse(sub.annotations()),
         sub.meta().resource_version.as_deref(),

@@ -91,6 +91,11 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
         })
         .map_ok(move |event| {
             index.observe(&event);
+            event
+        })
+        .reflect(writer)
+        // After the cache holds it: a pass that finds the kept status gone reads this object or a newer one.
+        .map_ok(move |event| {
             if let watcher::Event::Apply(sub) | watcher::Event::InitApply(sub) = &event
                 && let Some(uid) = &sub.metadata.uid
             {
@@ -98,7 +103,6 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
             }
             event
         })
-        .reflect(writer)
         .applied_objects()
         .predicate_filter(meaningful_change, PredicateConfig::default());
     let controller = Controller::for_stream(subscription_events, store.clone())
