@@ -286,6 +286,11 @@ async fn record(
                 .record(block.provider_type(), id, claims::claimant(sub, true));
         }
         ctx.objects.update(&uid, |s| s.written = Some(next));
+        // The watch may have shown this write before it was recorded above: then the cache holds it
+        // already and the copy goes now (otherwise the watch lets it go when it shows it).
+        if let Some(cached) = ctx.newest(sub) {
+            ctx.objects.seen(&uid, cached.status.as_ref());
+        }
     }
     Ok(match wake {
         Wake::OnChange => Requeue::await_change(),

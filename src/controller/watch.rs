@@ -114,8 +114,12 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
     // Namespaces (labels only) and Secrets (metadata only: values are read when a pass needs them).
     let (namespace_store, namespace_writer) = reflector::store();
     // A change of a Namespace's labels can admit its subscriptions to a ClusterWebhookProvider or refuse
-    // them: those subscriptions are woken (other changes of a Namespace wake nothing).
-    let namespace_events = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), wc.clone())
+    // them: those subscriptions are woken (other changes of a Namespace wake nothing). The Namespace
+    // watch runs as its own task, not as one of the controller's trigger streams: the controller stops
+    // polling those while every reconcile slot is busy, and passes wait for this cache.
+    let (wake_in_namespace, namespace_wakes) = futures::channel::mpsc::unbounded();
+    let by_namespace = ctx.index.clone();
+    let namespaces = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), wc.clone())
         .default_backoff()
         .modify(slim)
         .reflect(namespace_writer)
@@ -128,7 +132,16 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
                 Some(hasher.finish())
             },
             PredicateConfig::default(),
-        );
+        )
+        .for_each(move |ns| {
+            if let Ok(ns) = ns {
+                for sub in by_namespace.using_cluster_provider_in(&ns.name_any()) {
+                    let _ = wake_in_namespace.unbounded_send(sub);
+                }
+            }
+            futures::future::ready(())
+        });
+    let namespaces = tokio::spawn(namespaces);
     let (secret_store, secret_writer) = reflector::store();
     let caches = Arc::new(Caches::new(
         provider_store.clone(),
@@ -173,12 +186,7 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let (by_provider, by_cluster_provider, by_secret, by_namespace) = (
-        ctx.index.clone(),
-        ctx.index.clone(),
-        ctx.index.clone(),
-        ctx.index.clone(),
-    );
+    let (by_provider, by_cluster_provider, by_secret) = (ctx.index.clone(), ctx.index.clone(), ctx.index.clone());
     let subscriptions = controller
         .watches(
             Api::<WebhookProvider>::all(client.clone()),
@@ -195,9 +203,7 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
             wc.clone(),
             move |p: ClusterWebhookProvider| by_cluster_provider.using_provider(&ProviderKey::Cluster(p.name_any())),
         )
-        .watches_stream(namespace_events, move |ns: PartialObjectMeta<Namespace>| {
-            by_namespace.using_cluster_provider_in(&ns.name_any())
-        })
+        .reconcile_on(namespace_wakes)
         .watches_stream(secret_events, move |secret: PartialObjectMeta<Secret>| {
             let ns = secret.namespace().unwrap_or_default();
             let name = secret.name_any();
@@ -266,6 +272,7 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
         () = grace => tracing::warn!(grace = ?SHUTDOWN_GRACE, "passes still in flight at shutdown were dropped"),
     }
     prune.abort();
+    namespaces.abort();
     sync.abort();
     watchdog.abort();
     crate::telemetry::health().expect_progress_within(None);
