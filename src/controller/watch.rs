@@ -154,18 +154,6 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
         let caches = caches.clone();
         async move { caches.sync().await }
     });
-    let forget = caches.clone();
-    let secret_events = watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), wc.clone())
-        .default_backoff()
-        .modify(slim)
-        .map_ok(move |event| {
-            if let watcher::Event::Delete(secret) = &event {
-                forget.forget_secret(&secret.namespace().unwrap_or_default(), &secret.name_any());
-            }
-            event
-        })
-        .reflect(secret_writer)
-        .touched_objects();
     let operator_namespace = ctx.config.operator_namespace.clone();
     tokio::spawn(signal_ready(store.clone()));
     let watchdog = tokio::spawn(expect_progress(
@@ -181,12 +169,61 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
     ));
     let (recheck_provider, provider_rechecks) = futures::channel::mpsc::unbounded();
     let (recheck_cluster_provider, cluster_provider_rechecks) = futures::channel::mpsc::unbounded();
+    let forget = caches.clone();
+    // Like the Namespace watch, its own task (passes wait for its cache; a controller trigger stream is
+    // not polled while every reconcile slot is busy): a Secret's change rechecks the providers whose
+    // credentials it holds and wakes the subscriptions that use it or them.
+    let (wake_for_secret, secret_wakes) = futures::channel::mpsc::unbounded();
+    let by_secret = ctx.index.clone();
+    let secrets = watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), wc.clone())
+        .default_backoff()
+        .modify(slim)
+        .map_ok(move |event| {
+            if let watcher::Event::Delete(secret) = &event {
+                forget.forget_secret(&secret.namespace().unwrap_or_default(), &secret.name_any());
+            }
+            event
+        })
+        .reflect(secret_writer)
+        .touched_objects()
+        .for_each(move |secret| {
+            if let Ok(secret) = secret {
+                let ns = secret.namespace().unwrap_or_default();
+                let name = secret.name_any();
+                // The providers whose credentials these are are checked again at once, and their
+                // subscriptions woken (one Secret watch serves both).
+                let mut subscriptions = by_secret.using_secret(&ns, &name);
+                for p in provider_store
+                    .state()
+                    .iter()
+                    .filter(|p| p.namespace().as_deref() == Some(&ns) && p.spec.credentials_secret_ref.name == name)
+                {
+                    let _ = recheck_provider.unbounded_send(ObjectRef::from_obj(&**p));
+                    subscriptions.extend(by_secret.using_provider(&ProviderKey::Namespaced(ns.clone(), p.name_any())));
+                }
+                if ns == operator_namespace {
+                    for p in cluster_provider_store
+                        .state()
+                        .iter()
+                        .filter(|p| p.spec.credentials_secret_ref.name == name)
+                    {
+                        let _ = recheck_cluster_provider.unbounded_send(ObjectRef::from_obj(&**p));
+                        subscriptions.extend(by_secret.using_provider(&ProviderKey::Cluster(p.name_any())));
+                    }
+                }
+                for sub in subscriptions {
+                    let _ = wake_for_secret.unbounded_send(sub);
+                }
+            }
+            futures::future::ready(())
+        });
+    let secrets = tokio::spawn(secrets);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stop_rx_for_grace = stop_rx.clone();
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let (by_provider, by_cluster_provider, by_secret) = (ctx.index.clone(), ctx.index.clone(), ctx.index.clone());
+    let (by_provider, by_cluster_provider) = (ctx.index.clone(), ctx.index.clone());
     let subscriptions = controller
         .watches(
             Api::<WebhookProvider>::all(client.clone()),
@@ -204,32 +241,7 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
             move |p: ClusterWebhookProvider| by_cluster_provider.using_provider(&ProviderKey::Cluster(p.name_any())),
         )
         .reconcile_on(namespace_wakes)
-        .watches_stream(secret_events, move |secret: PartialObjectMeta<Secret>| {
-            let ns = secret.namespace().unwrap_or_default();
-            let name = secret.name_any();
-            // The providers whose credentials these are are checked again at once, and their
-            // subscriptions woken (one Secret watch serves both).
-            let mut subscriptions = by_secret.using_secret(&ns, &name);
-            for p in provider_store
-                .state()
-                .iter()
-                .filter(|p| p.namespace().as_deref() == Some(&ns) && p.spec.credentials_secret_ref.name == name)
-            {
-                let _ = recheck_provider.unbounded_send(ObjectRef::from_obj(&**p));
-                subscriptions.extend(by_secret.using_provider(&ProviderKey::Namespaced(ns.clone(), p.name_any())));
-            }
-            if ns == operator_namespace {
-                for p in cluster_provider_store
-                    .state()
-                    .iter()
-                    .filter(|p| p.spec.credentials_secret_ref.name == name)
-                {
-                    let _ = recheck_cluster_provider.unbounded_send(ObjectRef::from_obj(&**p));
-                    subscriptions.extend(by_secret.using_provider(&ProviderKey::Cluster(p.name_any())));
-                }
-            }
-            subscriptions
-        })
+        .reconcile_on(secret_wakes)
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(super::reconcile, super::error_policy, ctx.clone())
         .for_each(|result| async move {
@@ -273,6 +285,7 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
     }
     prune.abort();
     namespaces.abort();
+    secrets.abort();
     sync.abort();
     watchdog.abort();
     crate::telemetry::health().expect_progress_within(None);
