@@ -30,10 +30,11 @@ const NOTE_LIMIT: usize = 1024;
 
 /// `text` cut to at most `limit` bytes, at a character boundary.
 fn truncate(text: &str, limit: usize) -> &str {
-    let mut end = text.len().min(limit);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
+    // `str::floor_char_boundary` is newer than the crate's minimum Rust version.
+    let end = (0..=text.len().min(limit))
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
     &text[..end]
 }
 
@@ -161,7 +162,6 @@ impl EventPublisher {
                 .hash(&mut hasher);
             hasher.finish()
         };
-        let namespace = regarding.namespace.clone().unwrap_or_else(|| "default".into());
         let planned = self.lock().plan(key, now);
         if let Write::Count { namespace, name, count } = planned {
             let series = json!({"series": {"count": count, "lastObservedTime": MicroTime(now)}});
@@ -179,6 +179,7 @@ impl EventPublisher {
                 Err(e) => return Err(e),
             }
         }
+        let namespace = regarding.namespace.clone().unwrap_or_else(|| "default".into());
         let name = format!(
             "{}.{:x}",
             regarding.name.as_deref().unwrap_or(&self.controller),

@@ -248,30 +248,12 @@ async fn avaya_is_renewed_before_expiry_and_reactivated() {
 
     // On-demand renewal, echoed in status.
     let before = env.avaya.subscription(&id).unwrap().renewals;
-    env.annotate("agents", "webhook-operator.dev/renew-requested-at", "renew-1")
-        .await;
-    env.wait("agents", "renew handled", |s| {
-        s.status
-            .as_ref()
-            .and_then(|st| st.last_handled_renew_at.clone())
-            .as_deref()
-            == Some("renew-1")
-    })
-    .await;
+    request_renewal(&env, "agents", "renew-1").await;
     assert!(env.avaya.subscription(&id).unwrap().renewals > before);
 
     // The same Event again within minutes is a count on the first one (events.k8s.io series), not a
     // second object.
-    env.annotate("agents", "webhook-operator.dev/renew-requested-at", "renew-2")
-        .await;
-    env.wait("agents", "second renew handled", |s| {
-        s.status
-            .as_ref()
-            .and_then(|st| st.last_handled_renew_at.clone())
-            .as_deref()
-            == Some("renew-2")
-    })
-    .await;
+    request_renewal(&env, "agents", "renew-2").await;
     let renewed: Vec<_> = env
         .events_of("agents", "Renewed")
         .into_iter()
@@ -284,6 +266,20 @@ async fn avaya_is_renewed_before_expiry_and_reactivated() {
     );
     assert_eq!(renewed[0]["series"]["count"], 2);
     assert!(renewed[0]["series"]["lastObservedTime"].is_string());
+}
+
+/// Asks for a renewal of `name` and waits until a pass has handled the request.
+async fn request_renewal(env: &Env, name: &str, request: &str) {
+    env.annotate(name, "webhook-operator.dev/renew-requested-at", request)
+        .await;
+    env.wait(name, "renew handled", |s| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.last_handled_renew_at.clone())
+            .as_deref()
+            == Some(request)
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -262,28 +262,27 @@ impl Env {
 
     /// Reasons of the Events about `name`, in order.
     pub fn event_reasons(&self, name: &str) -> Vec<String> {
-        self.emu.with_state(|s| {
-            let rt = s.resource("events.k8s.io", "v1", "events").unwrap();
-            let mut events: Vec<Value> = s
-                .objects_of(&rt)
-                .into_iter()
-                .filter(|e| e["regarding"]["name"] == name)
-                .collect();
-            events.sort_by_key(|e| e["eventTime"].as_str().unwrap_or("").to_string());
-            events
-                .iter()
-                .map(|e| e["reason"].as_str().unwrap_or("").to_string())
-                .collect()
-        })
+        let mut events = self.events_about(name);
+        events.sort_by_key(|e| e["eventTime"].as_str().unwrap_or("").to_string());
+        events
+            .iter()
+            .map(|e| e["reason"].as_str().unwrap_or("").to_string())
+            .collect()
     }
 
     /// The Events about `name` with `reason`.
     pub fn events_of(&self, name: &str, reason: &str) -> Vec<Value> {
+        let mut events = self.events_about(name);
+        events.retain(|e| e["reason"] == reason);
+        events
+    }
+
+    fn events_about(&self, name: &str) -> Vec<Value> {
         self.emu.with_state(|s| {
             let rt = s.resource("events.k8s.io", "v1", "events").unwrap();
             s.objects_of(&rt)
                 .into_iter()
-                .filter(|e| e["regarding"]["name"] == name && e["reason"] == reason)
+                .filter(|e| e["regarding"]["name"] == name)
                 .collect()
         })
     }
