@@ -179,8 +179,9 @@ pub struct AuthViaProvider {
     #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("spec.authvia.baseUrl must be an absolute http(s) URL"))]
     pub base_url: Option<String>,
-    /// Scopes requested with each token (default subscriptions:create subscriptions:read
-    /// subscriptions:update subscriptions:delete).
+    /// Scopes added to every token request. Each call already asks for the scopes it needs:
+    /// subscriptions:create and {resource}:read of the type to create, subscriptions:timeout when a
+    /// timeout is sent, subscriptions:read, :update or :delete for the other calls.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32), inner(length(min = 1, max = 128), pattern(r"^\S+$")))]
     pub scopes: Vec<String>,

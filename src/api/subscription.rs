@@ -344,6 +344,10 @@ pub struct WebhookSubscriptionStatus {
     /// How many renewals the operator has made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renewal_count: Option<i64>,
+    /// When the operator last created, changed or renewed the remote subscription (RFC 3339): a provider
+    /// that shows changes late (Vonage: up to 30 s) is not believed to have lost it before that has passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_remote_write_time: Option<String>,
     /// Consecutive failed reconciles; reset by a success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_attempts: Option<i32>,

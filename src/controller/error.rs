@@ -79,6 +79,9 @@ fn kube_message(e: &kube::Error) -> String {
 /// How often a subscription blocked by another's claim looks again.
 pub const CLAIM_RECHECK: Duration = Duration::from_secs(300);
 
+/// How soon a subscription whose remote side does not show a recent change yet looks again.
+pub const VISIBILITY_RECHECK: Duration = Duration::from_secs(10);
+
 /// How to retry after an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Retry {
@@ -97,6 +100,7 @@ impl ReconcileError {
             ReconcileError::Config(c) => c.reason,
             ReconcileError::Provider(p) => match p.kind {
                 ErrorKind::Invalid => Reason::InvalidSpec,
+                ErrorKind::DestinationUnverified => Reason::DestinationUnverified,
                 ErrorKind::Unauthorized | ErrorKind::Forbidden => Reason::ProviderNotReady,
                 ErrorKind::NotFound
                 | ErrorKind::Conflict
@@ -112,6 +116,10 @@ impl ReconcileError {
     /// The `Synced` condition reason.
     pub fn synced_reason(&self) -> Reason {
         match self {
+            ReconcileError::Blocked {
+                reason: Reason::NotVisibleYet,
+                ..
+            } => Reason::NotVisibleYet,
             ReconcileError::Provider(p) => match p.kind {
                 ErrorKind::Unauthorized | ErrorKind::Forbidden => Reason::Unauthorized,
                 ErrorKind::RateLimited => Reason::RateLimited,
@@ -119,7 +127,8 @@ impl ReconcileError {
                 | ErrorKind::NotFound
                 | ErrorKind::Conflict
                 | ErrorKind::Transient
-                | ErrorKind::Unsupported => Reason::ReconcileError,
+                | ErrorKind::Unsupported
+                | ErrorKind::DestinationUnverified => Reason::ReconcileError,
             },
             ReconcileError::Config(_) | ReconcileError::Blocked { .. } | ReconcileError::Kube(_) => {
                 Reason::ReconcileError
@@ -141,6 +150,11 @@ impl ReconcileError {
         match self {
             ReconcileError::Provider(p) => matches!(p.kind, ErrorKind::Transient | ErrorKind::RateLimited),
             ReconcileError::Kube(_) => true,
+            // A change of ours the provider does not show yet is not a fault of the subscription.
+            ReconcileError::Blocked {
+                reason: Reason::NotVisibleYet,
+                ..
+            } => true,
             ReconcileError::Config(_) | ReconcileError::Blocked { .. } => false,
         }
     }
@@ -154,6 +168,10 @@ impl ReconcileError {
     /// `observedGeneration` moves to it.
     pub fn judges_generation(&self) -> bool {
         match self {
+            ReconcileError::Blocked {
+                reason: Reason::NotVisibleYet,
+                ..
+            } => false,
             ReconcileError::Config(_) | ReconcileError::Blocked { .. } => true,
             ReconcileError::Provider(p) => p.kind == ErrorKind::Invalid,
             ReconcileError::Kube(_) => false,
@@ -168,12 +186,18 @@ impl ReconcileError {
                 reason: Reason::AlreadyClaimed,
                 ..
             } => Retry::After(CLAIM_RECHECK),
+            ReconcileError::Blocked {
+                reason: Reason::NotVisibleYet,
+                ..
+            } => Retry::After(VISIBILITY_RECHECK),
             ReconcileError::Config(_) | ReconcileError::Blocked { .. } => Retry::OnChange,
             ReconcileError::Provider(p) => match p.kind {
                 ErrorKind::Invalid | ErrorKind::Unsupported => Retry::OnChange,
                 ErrorKind::RateLimited => Retry::After(p.retry_after.unwrap_or(Duration::from_secs(30))),
                 ErrorKind::Unauthorized | ErrorKind::Forbidden => Retry::After(Duration::from_secs(300)),
-                ErrorKind::NotFound | ErrorKind::Conflict | ErrorKind::Transient => Retry::Backoff,
+                ErrorKind::NotFound | ErrorKind::Conflict | ErrorKind::Transient | ErrorKind::DestinationUnverified => {
+                    Retry::Backoff
+                }
             },
             ReconcileError::Kube(_) => Retry::Backoff,
         }
@@ -216,6 +240,16 @@ mod tests {
         assert_eq!(config.retry(), Retry::OnChange);
         assert!(!config.counts_as_attempt() && config.judges_generation());
         assert_eq!(config.event_reason(), Reason::InvalidSpec);
+        let unverified = p(ErrorKind::DestinationUnverified);
+        assert_eq!(unverified.retry(), Retry::Backoff, "the receiver may come up");
+        assert_eq!(unverified.ready_reason(), Reason::DestinationUnverified);
+        assert!(!unverified.keeps_ready() && unverified.counts_as_attempt());
+        let not_visible = ReconcileError::Blocked {
+            reason: Reason::NotVisibleYet,
+            message: "x".into(),
+        };
+        assert_eq!(not_visible.retry(), Retry::After(VISIBILITY_RECHECK));
+        assert!(not_visible.keeps_ready() && !not_visible.judges_generation());
     }
 
     #[test]

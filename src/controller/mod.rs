@@ -110,6 +110,7 @@ async fn apply(given: &WebhookSubscription, ctx: &Context) -> Result<Requeue, Re
         drift_interval: annotations.drift_check_interval.unwrap_or(ctx.config.drift_interval),
         provider: None,
         jitter: fastrand::f64(),
+        wants_delivery: None,
     };
     let outcome = if let Some(problem) = plan::check_input(&annotations, sub.spec.renewal.as_ref()) {
         Outcome::Failed {
@@ -160,6 +161,7 @@ async fn converge(
         Err(error) => return failed(error, plan::inputs_of(pass.generation, pass.annotations, None, "")),
     };
     pass.provider = Some(api.provider());
+    pass.wants_delivery = Some(desired.wants_delivery());
     let secret_hash = desired.secret_hash();
     let inputs = plan::inputs_of(pass.generation, pass.annotations, secret_hash.as_deref(), &identity);
 

@@ -46,6 +46,13 @@ reasons! {
     AdoptionAmbiguous,
     /// Another WebhookSubscription holds the remote subscription.
     AlreadyClaimed,
+    /// The provider's test delivery to the endpoint failed at create (AuthVia); retried with backoff.
+    DestinationUnverified,
+    /// The provider disabled the subscription after failed deliveries (AuthVia's auto-disable); it stays
+    /// disabled until the spec changes or a reconcile is requested.
+    DisabledByProvider,
+    /// The provider does not show a change of ours yet (Vonage: up to 30 s); looked at again shortly.
+    NotVisibleYet,
     // Synced of a subscription.
     /// The provider matches the spec.
     ReconcileSuccess,

@@ -61,7 +61,33 @@ impl std::fmt::Debug for TokenRequest {
 
 struct Cached {
     token: SecretString,
+    /// When it is refreshed anyway (a margin before it expires).
     refresh_at: Instant,
+    /// When it was issued and when it expires, for calls that need most of its life left.
+    issued_at: Instant,
+    expires_at: Instant,
+}
+
+impl Cached {
+    /// Whether at least `share` of its lifetime is still ahead.
+    fn has_life_left(&self, share: f64, now: Instant) -> bool {
+        let lifetime = self.expires_at.saturating_duration_since(self.issued_at);
+        self.expires_at.saturating_duration_since(now) >= lifetime.mul_f64(share.clamp(0.0, 1.0))
+    }
+}
+
+/// Tokens kept per scope set at most: the scope sets come from what tenants subscribe to (AuthVia's
+/// `{resource}:read`), so the cache is bounded; the entry nearest its expiry makes room.
+const MAX_SCOPE_SETS: usize = 64;
+
+/// What a call needs of its token.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TokenNeeds {
+    /// The scopes to ask for instead of the account's default (space-separated, as sent).
+    pub scope: Option<String>,
+    /// The share of its lifetime a token must still have (Avaya ties a subscription's expiry to the token
+    /// that created or renewed it, so those calls take a token with most of its life ahead).
+    pub life_left: Option<f64>,
 }
 
 /// The token cache of one provider account.
@@ -70,7 +96,7 @@ pub struct TokenCache {
     request: TokenRequest,
     http: reqwest::Client,
     clock: SharedClock,
-    cached: tokio::sync::Mutex<Option<Cached>>,
+    cached: tokio::sync::Mutex<std::collections::HashMap<String, Cached>>,
     fetches: AtomicU64,
 }
 
@@ -135,7 +161,7 @@ impl TokenCache {
             request,
             http,
             clock,
-            cached: tokio::sync::Mutex::new(None),
+            cached: tokio::sync::Mutex::new(Default::default()),
             fetches: AtomicU64::new(0),
         }
     }
@@ -145,35 +171,59 @@ impl TokenCache {
         self.fetches.load(Ordering::Relaxed)
     }
 
-    /// A valid token: the cached one, or a fresh one when it is missing or near expiry. Concurrent
-    /// callers wait for one fetch.
+    /// A valid token with the account's default scopes.
     pub async fn token(&self) -> Result<SecretString> {
+        self.token_for(&TokenNeeds::default()).await
+    }
+
+    /// A valid token for `needs`: the cached one for its scopes, or a fresh one when it is missing, near
+    /// expiry, or has less of its life left than asked. Concurrent callers wait for one fetch.
+    pub async fn token_for(&self, needs: &TokenNeeds) -> Result<SecretString> {
+        let scope = needs.scope.clone().unwrap_or_else(|| self.default_scope().to_string());
         let mut cached = self.cached.lock().await;
-        if let Some(c) = cached.as_ref()
-            && Instant::now() < c.refresh_at
+        let now = Instant::now();
+        if let Some(c) = cached.get(&scope)
+            && now < c.refresh_at
+            && needs.life_left.is_none_or(|share| c.has_life_left(share, now))
         {
             return Ok(c.token.clone());
         }
-        let (token, lifetime) = self.fetch().await?;
-        *cached = Some(Cached {
-            token: token.clone(),
-            refresh_at: Instant::now() + lifetime.saturating_sub(refresh_margin(lifetime)),
-        });
+        let (token, lifetime) = self.fetch(&scope).await?;
+        let now = Instant::now();
+        if cached.len() >= MAX_SCOPE_SETS && !cached.contains_key(&scope) {
+            let nearest = cached.iter().min_by_key(|(_, c)| c.expires_at).map(|(k, _)| k.clone());
+            if let Some(nearest) = nearest {
+                cached.remove(&nearest);
+            }
+        }
+        cached.insert(
+            scope,
+            Cached {
+                token: token.clone(),
+                refresh_at: now + lifetime.saturating_sub(refresh_margin(lifetime)),
+                issued_at: now,
+                expires_at: now + lifetime,
+            },
+        );
         Ok(token)
     }
 
-    /// Forgets `stale` (the API refused it), so the next `token()` fetches a new one.
+    /// Forgets `stale` (the API refused it), so the next `token_for` fetches a new one.
     pub async fn invalidate(&self, stale: &SecretString) {
-        let mut cached = self.cached.lock().await;
-        if cached
-            .as_ref()
-            .is_some_and(|c| c.token.expose_secret() == stale.expose_secret())
-        {
-            *cached = None;
+        self.cached
+            .lock()
+            .await
+            .retain(|_, c| c.token.expose_secret() != stale.expose_secret());
+    }
+
+    /// The scopes asked for when a call names none.
+    pub fn default_scope(&self) -> &str {
+        match &self.request {
+            TokenRequest::ClientCredentials { scope, .. } | TokenRequest::AuthviaSigned { scope, .. } => scope,
         }
     }
 
-    async fn fetch(&self) -> Result<(SecretString, Duration)> {
+    async fn fetch(&self, scope: &str) -> Result<(SecretString, Duration)> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
         let error = |kind, message: String| ProviderError::new(kind, self.provider, "token", message);
         let (url, request, requested_lifetime) = match &self.request {
@@ -181,13 +231,13 @@ impl TokenCache {
                 token_url,
                 client_id,
                 client_secret,
-                scope,
+                scope: _,
             } => {
                 let form = [
                     ("grant_type", "client_credentials"),
                     ("client_id", client_id.as_str()),
                     ("client_secret", client_secret.expose_secret()),
-                    ("scope", scope.as_str()),
+                    ("scope", scope),
                 ];
                 (token_url, self.http.post(token_url).form(&form), None)
             }
@@ -195,7 +245,7 @@ impl TokenCache {
                 token_url,
                 client_id,
                 secret_key,
-                scope,
+                scope: _,
                 expiration,
             } => {
                 let timestamp = self.clock.now().as_second();

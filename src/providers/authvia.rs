@@ -7,29 +7,38 @@
 //! - paths: `POST/GET /accounts/{avid}/subscriptions`, `GET/PATCH/DELETE /accounts/{avid}/subscriptions/{id}`;
 //! - keys: `description`, `timeout`, `autoDisable`, `disableCallbackURL`, `disabled` (documented by name
 //!   only in prose); the subscription's id is read from `id`;
-//! - a list answers with a JSON array, or an object holding it under `subscriptions`, `items` or `data`;
+//! - a list answers with a JSON array, or an object holding it under `subscriptions`, `items` or `data`,
+//!   with the next page (if any) as a link under `next` or `links.next`; `limit` asks for large pages;
+//! - a create refused because the test delivery to the destination failed names "verification";
 //! - tokens are requested with an explicit `expiration`, since the default lifetime is unknown.
+//!
+//! Scopes are documented: a create needs `subscriptions:create` and `{resource}:read` for the type's
+//! resource, and `subscriptions:timeout` to set a timeout. Each call asks for a token with the scopes it
+//! needs (see [`scopes_for`]), so a client that was not granted `subscriptions:timeout` still manages
+//! subscriptions without a timeout.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use reqwest::Method;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde_json::{Map, Value, json};
 
 use super::auth::TokenRequest;
 use super::http::{ApiClient, Call, Reply};
 use super::{
     AccountConfig, Desired, DesiredSpec, ErrorKind, Field, ProviderError, ProviderType, Remote, RemoteState, Result,
-    WebhookApi, fingerprint,
+    WebhookApi,
 };
 
 const PROVIDER: &str = "authvia";
 /// The public API.
 pub const DEFAULT_BASE_URL: &str = "https://api.authvia.com/v3";
-/// Scopes requested when the provider names none.
-pub const DEFAULT_SCOPES: &str = "subscriptions:create subscriptions:read subscriptions:update subscriptions:delete";
+/// Page size asked for when listing.
+const PAGE_LIMIT: u32 = 100;
+/// A bound on pages followed, in case `next` ever loops.
+const MAX_PAGES: usize = 10_000;
 /// The token lifetime we ask for.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 
@@ -67,6 +76,8 @@ pub struct AuthviaClient {
     api: ApiClient,
     base_url: String,
     account_id: String,
+    /// Scopes the provider adds to every token (`spec.authvia.scopes`).
+    extra_scopes: Vec<String>,
 }
 
 /// This client's own block of a desired subscription; any other provider's block is refused.
@@ -77,6 +88,30 @@ fn authvia(desired: &Desired) -> Result<&super::AuthviaDesired> {
     Ok(spec)
 }
 
+/// A non-empty string, or null for `""`/`null` (how a provider may echo an optional field left unset).
+fn optional_text(value: &Value) -> Value {
+    match value {
+        Value::String(s) if !s.is_empty() => json!(s),
+        _ => Value::Null,
+    }
+}
+
+/// A whole number however it is echoed (`10`, `10.0`, `"10"`), else the value as it came.
+fn whole_number(value: &Value) -> Value {
+    let number = match value {
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
+        Value::String(s) => s.trim().parse::<i64>().ok(),
+        _ => None,
+    };
+    number.map_or_else(|| value.clone(), |n| json!(n))
+}
+
+/// A subscription body in the operator's terms. Fields are normalised the way [`Desired::comparable`]
+/// writes them, with the documented defaults for `null` (attempts 50, auto-disable on, not disabled, no
+/// conditions, no headers); header values are never kept (they may come back masked), only the names.
+/// A field the body does not carry at all is left out, so it is never taken for drift.
 fn remote_from(value: &Value) -> Option<Remote> {
     let id = match &value[wire::ID] {
         Value::String(s) => s.clone(),
@@ -84,30 +119,31 @@ fn remote_from(value: &Value) -> Option<Remote> {
         _ => return None,
     };
     let mut fields = BTreeMap::new();
-    let mut copy = |field: Field, key: &str| {
+    let mut read = |field: Field, key: &str, normalise: &dyn Fn(&Value) -> Value| {
         if let Some(v) = value.get(key) {
-            fields.insert(field, v.clone());
+            fields.insert(field, normalise(v));
         }
     };
-    copy(Field::Endpoint, wire::DESTINATION);
-    copy(Field::EventType, wire::TYPE);
-    copy(Field::Description, wire::DESCRIPTION);
-    copy(Field::Timeout, wire::TIMEOUT);
-    copy(Field::Attempts, wire::ATTEMPTS);
-    copy(Field::AutoDisable, wire::AUTO_DISABLE);
-    copy(Field::DisableCallbackUrl, wire::DISABLE_CALLBACK_URL);
-    copy(Field::Disabled, wire::DISABLED);
-    copy(Field::Conditions, wire::CONDITIONS);
-    if let Some(headers) = value[wire::HEADERS].as_object() {
-        let map: BTreeMap<String, String> = headers
-            .iter()
-            .map(|(k, v)| {
-                let text = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
-                (k.to_ascii_lowercase(), fingerprint(&SecretString::from(text)))
-            })
-            .collect();
-        fields.insert(Field::Headers, json!(map));
-    }
+    read(Field::Endpoint, wire::DESTINATION, &Value::clone);
+    read(Field::EventType, wire::TYPE, &Value::clone);
+    read(Field::Description, wire::DESCRIPTION, &optional_text);
+    read(Field::Timeout, wire::TIMEOUT, &whole_number);
+    read(Field::Attempts, wire::ATTEMPTS, &|v| {
+        if v.is_null() { json!(50) } else { whole_number(v) }
+    });
+    read(Field::AutoDisable, wire::AUTO_DISABLE, &|v| {
+        if v.is_null() { json!(true) } else { v.clone() }
+    });
+    read(Field::DisableCallbackUrl, wire::DISABLE_CALLBACK_URL, &optional_text);
+    read(Field::Disabled, wire::DISABLED, &|v| {
+        if v.is_null() { json!(false) } else { v.clone() }
+    });
+    read(Field::Conditions, wire::CONDITIONS, &|v| {
+        if v.is_null() { json!({}) } else { v.clone() }
+    });
+    read(Field::Headers, wire::HEADERS, &|v| {
+        super::header_names(v.as_object().into_iter().flatten().map(|(name, _)| name.as_str()))
+    });
     let disabled = value[wire::DISABLED].as_bool().unwrap_or(false);
     Some(Remote {
         id,
@@ -116,6 +152,63 @@ fn remote_from(value: &Value) -> Option<Remote> {
         fields,
         generated_secret: None,
     })
+}
+
+/// The resource an event type is about (`business_processes` of `business_processes.update`).
+fn resource_of(event_type: &str) -> &str {
+    event_type.split('.').next().unwrap_or(event_type)
+}
+
+/// What a call does, for the scopes its token needs.
+#[derive(Clone, Copy, Debug)]
+pub enum Operation<'a> {
+    /// Reading subscriptions (and checking the credentials).
+    Read,
+    /// Creating `desired`.
+    Create(&'a super::AuthviaDesired),
+    /// Sending `fields` of `desired`.
+    Update(&'a super::AuthviaDesired, &'a BTreeSet<Field>),
+    /// Deleting one.
+    Delete,
+}
+
+/// The scopes a call needs (AuthVia's create reference): `subscriptions:create` plus `{resource}:read`
+/// for the type's resource, `subscriptions:timeout` whenever a timeout is sent, `subscriptions:read`,
+/// `subscriptions:update` and `subscriptions:delete` for the other calls (a changed type on update also
+/// needs its resource's read scope); then `extra`, the provider's own additions. Sorted, each once, so
+/// equal needs share one cached token.
+pub fn scopes_for(operation: Operation<'_>, extra: &[String]) -> String {
+    let mut scopes: BTreeSet<String> = extra.iter().cloned().collect();
+    let mut add = |scope: String| {
+        scopes.insert(scope);
+    };
+    match operation {
+        Operation::Read => add("subscriptions:read".into()),
+        Operation::Delete => add("subscriptions:delete".into()),
+        Operation::Create(a) => {
+            add("subscriptions:create".into());
+            add(format!("{}:read", resource_of(&a.event_type)));
+            if a.timeout_seconds.is_some() {
+                add("subscriptions:timeout".into());
+            }
+        }
+        Operation::Update(a, fields) => {
+            add("subscriptions:update".into());
+            if fields.contains(&Field::EventType) {
+                add(format!("{}:read", resource_of(&a.event_type)));
+            }
+            if fields.contains(&Field::Timeout) && a.timeout_seconds.is_some() {
+                add("subscriptions:timeout".into());
+            }
+        }
+    }
+    scopes.into_iter().collect::<Vec<_>>().join(" ")
+}
+
+/// Whether a refused create says the test delivery to the destination failed (AuthVia verifies the
+/// destination at create; how it reports a failure is not documented, so its wording is what tells).
+fn is_verification_failure(e: &ProviderError) -> bool {
+    e.kind == ErrorKind::Invalid && e.message.to_ascii_lowercase().contains("verif")
 }
 
 fn put(body: &mut Map<String, Value>, a: &super::AuthviaDesired, desired: &Desired, field: Field) {
@@ -143,28 +236,58 @@ fn put(body: &mut Map<String, Value>, a: &super::AuthviaDesired, desired: &Desir
         },
         _ => return,
     };
-    // Unset optional values are left out rather than sent as null.
+    // Unset optional values are left out rather than sent as null (they keep the provider's default).
     if !value.is_null() {
         body.insert(key.into(), value);
     }
 }
 
 impl AuthviaClient {
-    /// A client for `config` and the account `account_id` (AVID), asking for `scopes` (space-separated).
-    pub fn new(config: AccountConfig, account_id: &str, scopes: Option<String>) -> Self {
+    /// A client for `config` and the account `account_id` (AVID); every token also asks for `extra_scopes`.
+    pub fn new(config: AccountConfig, account_id: &str, extra_scopes: Vec<String>) -> Self {
         let base_url = config.base_url.trim_end_matches('/').to_string();
         let request = TokenRequest::AuthviaSigned {
             token_url: config.token_url.clone(),
             client_id: config.client_id.clone(),
             secret_key: config.client_secret.clone(),
-            scope: scopes.unwrap_or_else(|| DEFAULT_SCOPES.into()),
+            scope: scopes_for(Operation::Read, &extra_scopes),
             expiration: TOKEN_LIFETIME,
         };
         AuthviaClient {
             api: ApiClient::for_account(PROVIDER, config, request, Default::default()),
             base_url,
             account_id: account_id.to_string(),
+            extra_scopes,
         }
+    }
+
+    /// Sends `call` with a token for `operation`'s scopes; a refusal for want of a scope names them.
+    async fn send(&self, call: Call, operation: Operation<'_>) -> Result<Reply> {
+        let scope = scopes_for(operation, &self.extra_scopes);
+        self.api.send(call.scope(scope.clone())).await.map_err(|mut e| {
+            if e.kind == ErrorKind::Forbidden {
+                e.message = format!(
+                    "{}; the token was asked for scopes \"{scope}\": AuthVia grants scopes per client, so ask AuthVia to grant the missing one (subscriptions:timeout is needed only with spec.authvia.timeoutSeconds)",
+                    e.message
+                );
+            }
+            e
+        })
+    }
+
+    /// One page of the listing, and the link to the next one.
+    fn page(value: &Value) -> (Vec<Value>, Option<String>) {
+        let items = match value {
+            Value::Array(items) => items.clone(),
+            other => ["subscriptions", "items", "data"]
+                .iter()
+                .find_map(|k| other[*k].as_array().cloned())
+                .unwrap_or_default(),
+        };
+        let next = [&value["next"], &value["links"]["next"]]
+            .into_iter()
+            .find_map(|v| v.as_str().filter(|n| !n.is_empty()).map(str::to_string));
+        (items, next)
     }
 
     /// The token URL for a base URL (`{base}/tokens`).
@@ -228,30 +351,60 @@ impl WebhookApi for AuthviaClient {
             let call = Call::new("create", Method::POST, self.collection())
                 .json(Value::Object(body))
                 .secrets(desired.secrets());
-            let reply = self.api.send(call).await?;
+            let reply = self.send(call, Operation::Create(a)).await.map_err(|mut e| {
+                if is_verification_failure(&e) {
+                    e.kind = ErrorKind::DestinationUnverified;
+                    e.message = format!(
+                        "{}; AuthVia sends a test event to spec.endpoint at create and needs a 200-399 answer: retried with backoff until the receiver answers",
+                        e.message
+                    );
+                }
+                e
+            })?;
             Self::parse(&reply, "create")
         })
     }
 
     fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Remote>> {
         Box::pin(async move {
-            let reply = self.api.get("get", self.item(id)).await?;
+            let reply = self
+                .send(Call::new("get", Method::GET, self.item(id)), Operation::Read)
+                .await?;
             Self::parse(&reply, "get")
         })
     }
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<Remote>>> {
         Box::pin(async move {
-            let reply = self.api.get("list", self.collection()).await?;
-            let value: Value = reply.parse(PROVIDER, "list")?;
-            let items = match &value {
-                Value::Array(items) => items.clone(),
-                other => ["subscriptions", "items", "data"]
-                    .iter()
-                    .find_map(|k| other[*k].as_array().cloned())
-                    .unwrap_or_default(),
-            };
-            Ok(items.iter().filter_map(remote_from).collect())
+            let mut url = format!("{}?limit={PAGE_LIMIT}", self.collection());
+            let mut all = Vec::new();
+            let mut pages_seen = std::collections::HashSet::new();
+            // A subscription on two pages (they shift while read) is one subscription.
+            let mut ids_seen = std::collections::HashSet::new();
+            for _ in 0..MAX_PAGES {
+                if !pages_seen.insert(url.clone()) {
+                    break;
+                }
+                let reply = self
+                    .send(Call::new("list", Method::GET, url.clone()), Operation::Read)
+                    .await?;
+                let value: Value = reply.parse(PROVIDER, "list")?;
+                let (items, next) = Self::page(&value);
+                all.extend(
+                    items
+                        .iter()
+                        .filter_map(remote_from)
+                        .filter(|r| ids_seen.insert(r.id.clone())),
+                );
+                match next {
+                    Some(next) => {
+                        url = super::http::same_origin_link(&self.base_url, &next)
+                            .map_err(|why| ProviderError::new(ErrorKind::Transient, PROVIDER, "list", why))?
+                    }
+                    None => break,
+                }
+            }
+            Ok(all)
         })
     }
 
@@ -270,13 +423,16 @@ impl WebhookApi for AuthviaClient {
             let call = Call::new("update", Method::PATCH, self.item(id))
                 .json(Value::Object(body))
                 .secrets(desired.secrets());
-            let reply = self.api.send(call).await?;
+            let reply = self.send(call, Operation::Update(a, fields)).await?;
             Self::parse(&reply, "update")
         })
     }
 
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move { self.api.delete(self.item(id)).await })
+        Box::pin(async move {
+            let call = Call::new("delete", Method::DELETE, self.item(id));
+            self.send(call, Operation::Delete).await.map(|_| ())
+        })
     }
 
     fn adoption_fields(&self) -> &'static [Field] {

@@ -14,7 +14,7 @@ use super::auth::TokenRequest;
 use super::http::{ApiClient, Call, Reply};
 use super::{
     AccountConfig, Desired, DesiredSpec, ErrorKind, Field, ProviderError, ProviderType, Remote, RemoteState, Result,
-    WebhookApi, fingerprint, string_or_list,
+    WebhookApi, string_or_list,
 };
 
 const PROVIDER: &str = "avaya";
@@ -22,6 +22,11 @@ const PROVIDER: &str = "avaya";
 const PAGE_SIZE: u32 = 25;
 /// A bound on pages followed, in case `links.next` ever loops.
 const MAX_PAGES: usize = 10_000;
+/// The header that carries the delivery token when none is named (the API's default).
+const DEFAULT_TOKEN_HEADER: &str = "auth-token";
+/// The share of its lifetime a token must still have to create or renew: a subscription's expiry is tied
+/// to the token that created or renewed it (Avaya Experience Platform renew reference, same contract).
+const TOKEN_LIFE_FOR_EXPIRY: f64 = 0.75;
 
 /// The API and token URLs of a tenant (`customerId` is the subdomain of the tenant's portal).
 pub fn urls_for_customer(customer_id: &str) -> (String, String) {
@@ -84,20 +89,6 @@ fn avaya(desired: &Desired) -> Result<&super::AvayaDesired> {
     Ok(spec)
 }
 
-/// `links.next` as a URL to request, with the bearer token: a path (what the API gives, such as
-/// `/api/events/v1/subscriptions?...`) at the API's own origin, or an absolute URL at that same origin.
-/// Anything else is refused: a link must never carry the token to another host.
-fn next_page_url(base_url: &str, link: &str) -> std::result::Result<String, String> {
-    let base = reqwest::Url::parse(base_url).map_err(|_| "the API base URL is not absolute".to_string())?;
-    let next = base.join(link).map_err(|_| "links.next is not a URL".to_string())?;
-    if next.origin() != base.origin() {
-        return Err(
-            "links.next points at another host; the listing was stopped rather than send the token there".into(),
-        );
-    }
-    Ok(next.to_string())
-}
-
 /// A `Subscription` body in the operator's terms; the echoed token becomes a fingerprint. `now` turns
 /// `expiresIn` into an expiry (an `expiresIn` too large for a timestamp is ignored, not trusted).
 fn remote_from(value: &Value, now: jiff::Timestamp) -> Option<Remote> {
@@ -116,11 +107,13 @@ fn remote_from(value: &Value, now: jiff::Timestamp) -> Option<Remote> {
     if let Some(method) = transport["method"].as_str() {
         fields.insert(Field::Method, json!(method));
     }
-    if let Some(token) = transport["authToken"].as_str() {
-        fields.insert(Field::AuthToken, json!(fingerprint(&SecretString::from(token))));
-        if let Some(header) = transport["authTokenHeader"].as_str() {
-            fields.insert(Field::AuthTokenHeader, json!(header.to_ascii_lowercase()));
-        }
+    // Only whether a token is set: the echo may be masked or cut short, and a token is never compared by
+    // its echo (a rotation is known from what was last sent). The header is default `auth-token`.
+    let token_set = transport["authToken"].as_str().is_some_and(|t| !t.is_empty());
+    fields.insert(Field::AuthToken, json!(token_set));
+    if token_set {
+        let header = transport["authTokenHeader"].as_str().unwrap_or(DEFAULT_TOKEN_HEADER);
+        fields.insert(Field::AuthTokenHeader, json!(header.to_ascii_lowercase()));
     }
     // `expiresIn` is computed when the response is built: the only reliable source of the expiry.
     let expires_at = value["expiresIn"]
@@ -136,26 +129,37 @@ fn remote_from(value: &Value, now: jiff::Timestamp) -> Option<Remote> {
     })
 }
 
-fn transport(desired: &Desired, a: &super::AvayaDesired, fields: Option<&BTreeSet<Field>>) -> Map<String, Value> {
-    let wanted = |f: Field| fields.is_none_or(|set| set.contains(&f));
-    let mut t = Map::new();
-    if fields.is_none() {
-        t.insert("type".into(), json!("WEBHOOK"));
-    }
-    if wanted(Field::Method) {
-        t.insert("method".into(), json!(a.method));
-    }
-    if wanted(Field::Endpoint) {
-        t.insert("endpoint".into(), json!(desired.endpoint));
-    }
-    // authToken and authTokenHeader go together.
-    if let Some(token) = &a.auth_token
-        && (wanted(Field::AuthToken) || wanted(Field::AuthTokenHeader))
-    {
-        t.insert("authToken".into(), json!(token.expose_secret()));
-        t.insert("authTokenHeader".into(), json!(a.auth_token_header));
+/// The whole `transport`: the documented `Transport` schema requires its fields together, on create and on
+/// update alike (nothing says a partial one is merged). Without a token, `authToken` and its header are
+/// left out together, which clears a token set before.
+fn transport(desired: &Desired, a: &super::AvayaDesired) -> Value {
+    let mut t = json!({"type": "WEBHOOK", "method": a.method, "endpoint": desired.endpoint});
+    if let Some(token) = &a.auth_token {
+        t["authToken"] = json!(token.expose_secret());
+        t["authTokenHeader"] = json!(a.auth_token_header);
     }
     t
+}
+
+/// Whether an update touches the transport (then all of it is sent).
+fn touches_transport(fields: &BTreeSet<Field>) -> bool {
+    fields.iter().any(|f| match f {
+        Field::Endpoint | Field::Method | Field::AuthToken | Field::AuthTokenHeader => true,
+        Field::Families
+        | Field::Events
+        | Field::Name
+        | Field::Enabled
+        | Field::Secret
+        | Field::EventType
+        | Field::Description
+        | Field::Timeout
+        | Field::Attempts
+        | Field::AutoDisable
+        | Field::DisableCallbackUrl
+        | Field::Disabled
+        | Field::Conditions
+        | Field::Headers => false,
+    })
 }
 
 impl WebhookApi for AvayaClient {
@@ -173,10 +177,11 @@ impl WebhookApi for AvayaClient {
             let body = json!({
                 "family": a.families,
                 "events": a.events,
-                "transport": transport(desired, a, None),
+                "transport": transport(desired, a),
             });
             let call = Call::new("create", Method::POST, self.url("/subscriptions"))
                 .json(body)
+                .token_life_left(TOKEN_LIFE_FOR_EXPIRY)
                 .secrets(desired.secrets());
             let reply = self.api.send(call).await?;
             self.parse(&reply, "create")
@@ -194,21 +199,26 @@ impl WebhookApi for AvayaClient {
         Box::pin(async move {
             let mut url = self.url(&format!("/subscriptions?pageNumber=1&pageSize={PAGE_SIZE}"));
             let mut all = Vec::new();
-            let mut seen = std::collections::HashSet::new();
+            let mut pages_seen = std::collections::HashSet::new();
+            // Pages shift while they are read (a create or delete between two pages): a subscription
+            // seen on two pages is one subscription.
+            let mut ids_seen = std::collections::HashSet::new();
             for _ in 0..MAX_PAGES {
-                if !seen.insert(url.clone()) {
+                if !pages_seen.insert(url.clone()) {
                     break;
                 }
                 let reply = self.api.get("list", url.clone()).await?;
                 let page: Value = reply.parse(PROVIDER, "list")?;
                 for item in page["subscriptions"].as_array().into_iter().flatten() {
-                    if let Some(remote) = remote_from(item, self.api.clock().now()) {
+                    if let Some(remote) = remote_from(item, self.api.clock().now())
+                        && ids_seen.insert(remote.id.clone())
+                    {
                         all.push(remote);
                     }
                 }
                 match page["links"]["next"].as_str().filter(|n| !n.is_empty()) {
                     Some(next) => {
-                        url = next_page_url(&self.base_url, next)
+                        url = crate::providers::http::same_origin_link(&self.base_url, next)
                             .map_err(|why| ProviderError::new(ErrorKind::Transient, PROVIDER, "list", why))?
                     }
                     None => break,
@@ -233,9 +243,8 @@ impl WebhookApi for AvayaClient {
             if fields.contains(&Field::Events) {
                 body.insert("events".into(), json!(a.events));
             }
-            let t = transport(desired, a, Some(fields));
-            if !t.is_empty() {
-                body.insert("transport".into(), Value::Object(t));
+            if touches_transport(fields) {
+                body.insert("transport".into(), transport(desired, a));
             }
             let call = Call::new("update", Method::PATCH, self.url(&format!("/subscriptions/{id}")))
                 .json(Value::Object(body))
@@ -248,9 +257,11 @@ impl WebhookApi for AvayaClient {
     fn renew<'a>(&'a self, id: &'a str, auth_token: Option<&'a SecretString>) -> BoxFuture<'a, Result<Remote>> {
         Box::pin(async move {
             // Renewing twice is harmless, so the call may be retried.
+            // Without a body the transport stays as it is; the HTTP layer still names a JSON content type.
             let mut call = Call::new("renew", Method::POST, self.url(&format!("/subscriptions/{id}:renew")))
                 .idempotent(true)
-                .renewal();
+                .renewal()
+                .token_life_left(TOKEN_LIFE_FOR_EXPIRY);
             if let Some(token) = auth_token {
                 call = call
                     .json(json!({"transport": {"authToken": token.expose_secret()}}))
@@ -262,7 +273,10 @@ impl WebhookApi for AvayaClient {
     }
 
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move { self.api.delete(self.url(&format!("/subscriptions/{id}"))).await })
+        Box::pin(async move {
+            let call = Call::new("delete", Method::DELETE, self.url(&format!("/subscriptions/{id}")));
+            self.api.send(call).await.map(|_| ())
+        })
     }
 
     fn adoption_fields(&self) -> &'static [Field] {
@@ -281,11 +295,11 @@ mod tests {
     fn pages_are_followed_only_at_the_apis_own_origin() {
         let base = "https://core.t.ec.avayacloud.com/api/events/v1";
         assert_eq!(
-            next_page_url(base, "/api/events/v1/subscriptions?pageNumber=2").unwrap(),
+            crate::providers::http::same_origin_link(base, "/api/events/v1/subscriptions?pageNumber=2").unwrap(),
             "https://core.t.ec.avayacloud.com/api/events/v1/subscriptions?pageNumber=2"
         );
         assert!(
-            next_page_url(
+            crate::providers::http::same_origin_link(
                 base,
                 "https://core.t.ec.avayacloud.com/api/events/v1/subscriptions?pageNumber=3"
             )
@@ -297,7 +311,10 @@ mod tests {
             "http://core.t.ec.avayacloud.com/api/events/v1/subscriptions",
             "https://core.t.ec.avayacloud.com:8443/x",
         ] {
-            assert!(next_page_url(base, hostile).is_err(), "{hostile}");
+            assert!(
+                crate::providers::http::same_origin_link(base, hostile).is_err(),
+                "{hostile}"
+            );
         }
     }
 
@@ -350,7 +367,9 @@ mod tests {
         ];
         for _ in 0..CASES {
             let link = g.text(&pieces, 8);
-            if let Ok(url) = next_page_url("https://core.t.ec.avayacloud.com/api/events/v1", &link) {
+            if let Ok(url) =
+                crate::providers::http::same_origin_link("https://core.t.ec.avayacloud.com/api/events/v1", &link)
+            {
                 assert!(url.starts_with("https://core.t.ec.avayacloud.com/"), "{link:?} → {url}");
             }
         }

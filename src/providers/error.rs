@@ -21,6 +21,9 @@ pub enum ErrorKind {
     Transient,
     /// The provider has no such operation (e.g. renew outside Avaya).
     Unsupported,
+    /// The provider's test delivery to the destination failed at create (AuthVia verifies the
+    /// destination first): the receiver may simply not be up yet, so it is retried with backoff.
+    DestinationUnverified,
 }
 
 impl ErrorKind {

@@ -74,6 +74,8 @@ pub struct Call {
     pub secrets: Vec<SecretString>,
     /// Renewals are served first when the account is at its rate limit.
     pub urgency: Urgency,
+    /// What the call needs of its token (scopes, life left).
+    pub token: super::auth::TokenNeeds,
 }
 
 impl Call {
@@ -88,7 +90,20 @@ impl Call {
             idempotent,
             secrets: Vec::new(),
             urgency: Urgency::Routine,
+            token: Default::default(),
         }
+    }
+
+    /// With a token for these scopes instead of the account's default.
+    pub fn scope(mut self, scope: String) -> Self {
+        self.token.scope = Some(scope);
+        self
+    }
+
+    /// With a token that still has at least `share` of its lifetime ahead.
+    pub fn token_life_left(mut self, share: f64) -> Self {
+        self.token.life_left = Some(share);
+        self
     }
 
     /// With a JSON body.
@@ -250,11 +265,6 @@ impl ApiClient {
         self.send(Call::new(operation, Method::GET, url)).await
     }
 
-    /// A DELETE of `url` (`NotFound` when it was already gone).
-    pub async fn delete(&self, url: String) -> Result<()> {
-        self.send(Call::new("delete", Method::DELETE, url)).await.map(|_| ())
-    }
-
     /// Sends a call with rate limiting, authentication and the retry rules; classifies failures.
     pub async fn send(&self, call: Call) -> Result<Reply> {
         let mut attempt = 0;
@@ -262,14 +272,19 @@ impl ApiClient {
         loop {
             attempt += 1;
             self.limiter.acquire(call.urgency).await;
-            let token = self.tokens.token().await?;
+            let token = self.tokens.token_for(&call.token).await?;
             let mut request = self
                 .http
                 .request(call.method.clone(), &call.url)
                 .headers(self.headers.clone())
                 .bearer_auth(token.expose_secret());
-            if let Some(body) = &call.body {
-                request = request.json(body);
+            match &call.body {
+                Some(body) => request = request.json(body),
+                // A write without a body still says JSON: Avaya's `:renew` may refuse it otherwise.
+                None if [Method::POST, Method::PUT, Method::PATCH].contains(&call.method) => {
+                    request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
+                }
+                None => {}
             }
             tracing::debug!(
                 provider = self.provider,
@@ -388,6 +403,23 @@ impl ApiClient {
         e.violations = violations;
         e
     }
+}
+
+/// A pagination link (`links.next`, `next`) as a URL to request with the bearer token: a path at the
+/// API's own origin, or an absolute URL at that same origin. Anything else is refused: a link must never
+/// carry the token to another host.
+pub(crate) fn same_origin_link(base_url: &str, link: &str) -> std::result::Result<String, String> {
+    let base = reqwest::Url::parse(base_url).map_err(|_| "the API base URL is not absolute".to_string())?;
+    let next = base
+        .join(link)
+        .map_err(|_| "the next-page link is not a URL".to_string())?;
+    if next.origin() != base.origin() {
+        return Err(
+            "the next-page link points at another host; the listing was stopped rather than send the token there"
+                .into(),
+        );
+    }
+    Ok(next.to_string())
 }
 
 /// `Retry-After` as seconds or an HTTP date.

@@ -181,17 +181,18 @@ fn sorted(values: &[String]) -> Value {
     json!(v)
 }
 
-/// Headers in comparable form: name → fingerprint of the value.
-fn header_fingerprints<'a>(headers: impl IntoIterator<Item = (&'a str, &'a SecretString)>) -> Value {
-    let map: BTreeMap<String, String> = headers
-        .into_iter()
-        .map(|(name, value)| (name.to_ascii_lowercase(), fingerprint(value)))
-        .collect();
-    json!(map)
+/// Header names in comparable form: lowercased and sorted. Values are secrets a provider may mask or
+/// truncate when it echoes them, so they are never compared: a changed value is known from
+/// `appliedSecretHash` (the fingerprint of what was last sent), not from the echo.
+pub(crate) fn header_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Value {
+    let names: BTreeSet<String> = names.into_iter().map(str::to_ascii_lowercase).collect();
+    json!(names)
 }
 
 impl Desired {
-    /// The fields a provider reports back, in the form [`Remote::fields`] uses, for drift detection.
+    /// The fields a provider reports back, in the form [`Remote::fields`] uses, for drift detection. Only
+    /// what the spec sets is compared: an optional field left unset takes the provider's default, which
+    /// the provider may echo in its own way (`""`, `null`, a number), and is never drift.
     pub fn comparable(&self) -> BTreeMap<Field, Value> {
         let mut fields = BTreeMap::from([(Field::Endpoint, json!(self.endpoint))]);
         match &self.spec {
@@ -199,9 +200,11 @@ impl Desired {
                 fields.insert(Field::Families, sorted(&a.families));
                 fields.insert(Field::Events, sorted(&a.events));
                 fields.insert(Field::Method, json!(a.method));
-                if let Some(token) = &a.auth_token {
+                // Whether a token is set, not which: the echo may be masked (a rotation is known from
+                // `appliedSecretHash`), but a token removed from the spec must be cleared remotely.
+                fields.insert(Field::AuthToken, json!(a.auth_token.is_some()));
+                if a.auth_token.is_some() {
                     fields.insert(Field::AuthTokenHeader, json!(a.auth_token_header.to_ascii_lowercase()));
-                    fields.insert(Field::AuthToken, json!(fingerprint(token)));
                 }
             }
             DesiredSpec::Vonage(v) => {
@@ -211,20 +214,33 @@ impl Desired {
             }
             DesiredSpec::Authvia(a) => {
                 fields.insert(Field::EventType, json!(a.event_type));
-                fields.insert(Field::Description, json!(a.description));
-                fields.insert(Field::Timeout, json!(a.timeout_seconds));
+                if let Some(description) = &a.description {
+                    fields.insert(Field::Description, json!(description));
+                }
+                if let Some(timeout) = a.timeout_seconds {
+                    fields.insert(Field::Timeout, json!(timeout));
+                }
                 fields.insert(Field::Attempts, json!(a.attempts));
                 fields.insert(Field::AutoDisable, json!(a.auto_disable));
-                fields.insert(Field::DisableCallbackUrl, json!(a.disable_callback_url));
+                if let Some(callback) = &a.disable_callback_url {
+                    fields.insert(Field::DisableCallbackUrl, json!(callback));
+                }
                 fields.insert(Field::Disabled, json!(a.disabled));
+                // Always compared: conditions or headers removed from the spec must go remotely too.
                 fields.insert(Field::Conditions, Value::Object(a.conditions.clone()));
-                fields.insert(
-                    Field::Headers,
-                    header_fingerprints(a.headers.iter().map(|(n, v)| (n.as_str(), v))),
-                );
+                fields.insert(Field::Headers, header_names(a.headers.iter().map(|(n, _)| n.as_str())));
             }
         }
         fields
+    }
+
+    /// Whether the spec wants the provider to deliver (not administratively disabled).
+    pub fn wants_delivery(&self) -> bool {
+        match &self.spec {
+            DesiredSpec::Avaya(_) => true,
+            DesiredSpec::Vonage(v) => v.enabled,
+            DesiredSpec::Authvia(a) => !a.disabled,
+        }
     }
 
     /// Every secret value in this subscription (for redaction).

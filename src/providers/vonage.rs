@@ -3,7 +3,9 @@
 //! `enabled` and a write-only signing `secret` that Vonage generates (and returns once) when none is given.
 //!
 //! Choices where the documentation is silent (see the README's provider matrix): delete is
-//! `DELETE /subscriptions/{id}`; a duplicate name is expected as 409; the list is not paginated.
+//! `DELETE /subscriptions/{id}`; a duplicate name (409, or a 400 whose message says the name exists) is
+//! a conflict, not an invalid spec; the list is not paginated. A 401 may mean a token without the scope
+//! (documented), so its message says so.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -71,6 +73,27 @@ fn remote_from(value: &Value) -> Option<Remote> {
         fields,
         generated_secret: value["secret"].as_str().map(SecretString::from),
     })
+}
+
+/// A refusal in the operator's terms: a duplicate name comes back as a 400 whose message says so (the
+/// docs do not promise 409), which is a conflict with an existing subscription, not a spec to fix; a 401
+/// after a fresh token is either the credentials or a missing scope, which Vonage does not tell apart.
+fn classify(mut e: ProviderError) -> ProviderError {
+    let message = e.message.to_ascii_lowercase();
+    if e.kind == ErrorKind::Invalid
+        && ["already exists", "already in use", "duplicate", "unique"]
+            .iter()
+            .any(|m| message.contains(m))
+    {
+        e.kind = ErrorKind::Conflict;
+    }
+    if e.kind == ErrorKind::Unauthorized {
+        e.message = format!(
+            "{}; Vonage answers 401 both for refused credentials and for a token without the admin:read and admin:write scopes: check the API credential has both",
+            e.message
+        );
+    }
+    e
 }
 
 impl VonageClient {
@@ -144,7 +167,7 @@ impl WebhookApi for VonageClient {
             let call = Call::new("create", Method::POST, self.url("/subscriptions"))
                 .json(body)
                 .secrets(desired.secrets());
-            let reply = self.api.send(call).await?;
+            let reply = self.api.send(call).await.map_err(classify)?;
             let mut created = Self::parse(&reply, "create")?;
             // Only a secret Vonage generated is news; one we sent is ours already.
             if v.secret.is_some() {
@@ -156,14 +179,22 @@ impl WebhookApi for VonageClient {
 
     fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Remote>> {
         Box::pin(async move {
-            let reply = self.api.get("get", self.url(&format!("/subscriptions/{id}"))).await?;
+            let reply = self
+                .api
+                .get("get", self.url(&format!("/subscriptions/{id}")))
+                .await
+                .map_err(classify)?;
             Self::parse(&reply, "get")
         })
     }
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<Remote>>> {
         Box::pin(async move {
-            let reply = self.api.get("list", self.url("/subscriptions")).await?;
+            let reply = self
+                .api
+                .get("list", self.url("/subscriptions"))
+                .await
+                .map_err(classify)?;
             let value: Value = reply.parse(PROVIDER, "list")?;
             Ok(value["subscriptions"]
                 .as_array()
@@ -203,7 +234,7 @@ impl WebhookApi for VonageClient {
             let call = Call::new("update", Method::PATCH, self.url(&format!("/subscriptions/{id}")))
                 .json(Value::Object(body))
                 .secrets(desired.secrets());
-            let reply = self.api.send(call).await?;
+            let reply = self.api.send(call).await.map_err(classify)?;
             let mut remote = Self::parse(&reply, "update")?;
             remote.generated_secret = None;
             Ok(remote)
@@ -211,7 +242,10 @@ impl WebhookApi for VonageClient {
     }
 
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move { self.api.delete(self.url(&format!("/subscriptions/{id}"))).await })
+        Box::pin(async move {
+            let call = Call::new("delete", Method::DELETE, self.url(&format!("/subscriptions/{id}")));
+            self.api.send(call).await.map(|_| ()).map_err(classify)
+        })
     }
 
     fn adoption_fields(&self) -> &'static [Field] {

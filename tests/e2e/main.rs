@@ -8,6 +8,7 @@ mod crds;
 mod emulator;
 mod examples;
 mod faults;
+mod fidelity;
 mod helm;
 mod hostile;
 mod invalid_objects;

@@ -615,16 +615,16 @@ async fn errors_are_classified_without_retry_storms() {
     );
     env.start_controller();
 
-    // The provider refuses (AuthVia's verification call fails): InvalidSpec, one attempt, no storm.
-    env.receiver.set_status(500);
+    // The provider refuses the request as invalid: InvalidSpec, one attempt, no storm. (A failed
+    // verification call is retried instead: see `fidelity`.)
+    env.authvia.core.inject(
+        SimFault::on("/subscriptions", SimFaultAction::Status(400, None))
+            .method(axum::http::Method::POST)
+            .times(1),
+    );
     env.create_sub(Sub::authvia("refused", "/authvia/refused")).await;
     let refused = env.wait_condition("refused", "Ready", "False", "InvalidSpec").await;
-    assert!(
-        condition(&refused, "Ready")
-            .unwrap()
-            .2
-            .contains("destination verification failed")
-    );
+    assert!(condition(&refused, "Ready").unwrap().2.contains("injected HTTP 400"));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let creates = env
         .authvia
@@ -634,7 +634,6 @@ async fn errors_are_classified_without_retry_storms() {
         .filter(|r| r.method == "POST" && r.path.ends_with("/subscriptions"))
         .count();
     assert_eq!(creates, 1, "no retry until the spec changes");
-    env.receiver.set_status(200);
     let patch = json!({"spec": {"authvia": {"description": "fixed"}}});
     env.subs()
         .patch("refused", &PatchParams::default(), &Patch::Merge(&patch))

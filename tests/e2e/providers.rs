@@ -324,7 +324,7 @@ async fn authvia_client_against_its_simulator() {
     let client = AuthviaClient::new(
         account(sim.base_url(), token_url.clone(), AUTHVIA_ID, AUTHVIA_KEY),
         AUTHVIA_ACCOUNT,
-        None,
+        Vec::new(),
     );
     client.check_credentials().await.unwrap();
 
@@ -333,7 +333,11 @@ async fn authvia_client_against_its_simulator() {
     let desired = authvia_desired("https://hooks.example.com/authvia/a", secret, "api-key-value-1");
     receiver.set_status(500);
     let err = client.create(&desired).await.unwrap_err();
-    assert_eq!(err.kind, ErrorKind::Invalid);
+    assert_eq!(
+        err.kind,
+        ErrorKind::DestinationUnverified,
+        "retried, not an invalid spec"
+    );
     assert!(
         err.message.contains("destination verification failed: HTTP 500"),
         "{err}"
@@ -423,7 +427,7 @@ async fn authvia_client_against_its_simulator() {
             "wrong-key-wrong-key-wrong-key-00",
         ),
         AUTHVIA_ACCOUNT,
-        None,
+        Vec::new(),
     );
     let err = wrong.check_credentials().await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Unauthorized);
@@ -513,7 +517,7 @@ async fn full_cycle_without_leaks(captured: Captured) {
             AUTHVIA_KEY,
         ),
         AUTHVIA_ACCOUNT,
-        None,
+        Vec::new(),
     );
     let secrets = [
         "avaya-token-first-aaaa",

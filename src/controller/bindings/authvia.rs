@@ -32,11 +32,10 @@ pub fn client(
         overridden,
     )?;
     let base = endpoints.resolve(ProviderType::Authvia, "spec.authvia.baseUrl", &base, overridden)?;
-    let scopes = (!p.scopes.is_empty()).then(|| p.scopes.join(" "));
     Ok(Arc::new(AuthviaClient::new(
         account(base, token),
         &p.account_id,
-        scopes,
+        p.scopes.clone(),
     )))
 }
 

@@ -68,9 +68,13 @@ pub fn referenced_secrets(a: &AvayaSubscription) -> Vec<String> {
 }
 
 /// Avaya rotates the delivery token through renew (which also extends the lifetime), unless the header
-/// changes too, in which case the update carries both.
+/// changes too, in which case the update carries both. A token removed from the spec is cleared by the
+/// update (its transport has no token).
 pub fn rotation(a: &AvayaDesired, rotated: bool, update: &mut BTreeSet<Field>) -> Rotation {
-    let token_changed = update.remove(&Field::AuthToken) || (rotated && a.auth_token.is_some());
+    if a.auth_token.is_none() {
+        return Rotation::None;
+    }
+    let token_changed = update.remove(&Field::AuthToken) || rotated;
     if token_changed && !update.contains(&Field::AuthTokenHeader) {
         Rotation::ByRenew
     } else {
@@ -103,6 +107,13 @@ mod tests {
         let mut update = BTreeSet::from([Field::AuthToken, Field::AuthTokenHeader]);
         assert_eq!(rotation(&desired(Some("t")), true, &mut update), Rotation::None);
         assert_eq!(rotation(&desired(None), true, &mut BTreeSet::new()), Rotation::None);
+        let mut update = BTreeSet::from([Field::AuthToken]);
+        assert_eq!(rotation(&desired(None), false, &mut update), Rotation::None);
+        assert_eq!(
+            update,
+            BTreeSet::from([Field::AuthToken]),
+            "a removed token is cleared by the update"
+        );
     }
 
     #[test]

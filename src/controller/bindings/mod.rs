@@ -177,6 +177,25 @@ pub fn rotation_token(desired: &DesiredSpec) -> Option<&secrecy::SecretString> {
     }
 }
 
+/// How long the provider may take to show a create or change in its reads: a subscription it does not
+/// show within that time after our last write is not yet believed gone (Vonage: "changes may take up to
+/// 30 s to take effect").
+pub fn propagation_delay(provider: ProviderType) -> std::time::Duration {
+    match provider {
+        ProviderType::Vonage => std::time::Duration::from_secs(30),
+        ProviderType::Avaya | ProviderType::Authvia => std::time::Duration::ZERO,
+    }
+}
+
+/// Whether the provider disables subscriptions by itself after failed deliveries (AuthVia's
+/// auto-disable): such a subscription is reported, not silently re-enabled by the next drift check.
+pub fn disables_on_failures(provider: ProviderType) -> bool {
+    match provider {
+        ProviderType::Authvia => true,
+        ProviderType::Avaya | ProviderType::Vonage => false,
+    }
+}
+
 /// Whether the provider's subscriptions expire, so that they are renewed (and reactivated by renew).
 pub fn expires(provider: ProviderType) -> bool {
     match provider {

@@ -79,6 +79,33 @@ impl Facts {
             && self.annotations.renew_requested != self.status.last_handled_renew_at
     }
 
+    /// Whether the provider may not show our last write yet (a read that misses the subscription then is
+    /// not believed).
+    fn wrote_recently(&self) -> bool {
+        self.within_propagation(self.status.last_remote_write_time.as_deref())
+    }
+
+    /// Whether a create of ours may have happened too recently to show in a listing (leak recovery that
+    /// finds nothing then waits rather than create a second one, or collide on Vonage's unique name).
+    fn create_pending_recently(&self) -> bool {
+        self.within_propagation(self.annotations.create_pending.as_deref())
+    }
+
+    /// Whether `time` is less than the provider's propagation delay ago.
+    fn within_propagation(&self, time: Option<&str>) -> bool {
+        let delay = bindings::propagation_delay(self.provider);
+        !delay.is_zero()
+            && time.and_then(|t| t.parse::<Timestamp>().ok()).is_some_and(|written| {
+                self.now.duration_since(written) < SignedDuration::try_from(delay).unwrap_or(SignedDuration::MAX)
+            })
+    }
+
+    /// Whether the user asked for the remote subscription to be set as the spec says: a spec change or
+    /// the reconcile annotation (what re-enables a subscription the provider disabled).
+    fn asked_to_apply(&self) -> bool {
+        self.status.observed_generation != Some(self.generation) || self.reconcile_requested()
+    }
+
     fn reconcile_requested(&self) -> bool {
         self.annotations.reconcile_requested.is_some()
             && self.annotations.reconcile_requested != self.status.last_handled_reconcile_at
@@ -353,6 +380,17 @@ fn ids(remotes: &[Remote]) -> String {
 /// Decides what to change from what was read.
 pub fn decide(facts: &Facts, desired: &Desired, observation: Observation) -> Action {
     match observation {
+        Observation::Gone if facts.wrote_recently() => {
+            let id = facts.known_id().unwrap_or_default();
+            Action::Blocked {
+                reason: Reason::NotVisibleYet,
+                message: format!(
+                    "{} does not show subscription {id} yet; it was written less than {} s ago and the provider takes that long to show changes, so it is looked at again rather than created twice",
+                    facts.provider.as_str(),
+                    bindings::propagation_delay(facts.provider).as_secs()
+                ),
+            }
+        }
         Observation::Gone => Action::Recreate(facts.known_id().unwrap_or_default().to_string()),
         Observation::Matches(search, matches) => {
             // Matches another subscription names are its own, never candidates for this one.
@@ -369,6 +407,14 @@ pub fn decide(facts: &Facts, desired: &Desired, observation: Observation) -> Act
                 },
                 // A create of ours may have succeeded before its id was recorded: take the single match.
                 (Search::LeakRecovery, _, 1) => adopt(facts, desired, matches.remove(0)),
+                (Search::LeakRecovery, _, 0) if facts.create_pending_recently() => Action::Blocked {
+                    reason: Reason::NotVisibleYet,
+                    message: format!(
+                        "a create of this subscription was sent less than {} s ago and {} does not list it yet; it is looked for again rather than created twice",
+                        bindings::propagation_delay(facts.provider).as_secs(),
+                        facts.provider.as_str()
+                    ),
+                },
                 (Search::LeakRecovery, _, _) => Action::Create,
                 (Search::BeforeCreate, _, 0) if !claimed.is_empty() => {
                     let taken = &claimed[0];
@@ -419,6 +465,11 @@ fn adopt(facts: &Facts, desired: &Desired, remote: Remote) -> Action {
 /// The changes that bring `remote` in line with `desired`.
 pub fn converge(facts: &Facts, desired: &Desired, remote: Remote) -> Action {
     let mut update = drift(desired, &remote);
+    // A subscription the provider disabled after failed deliveries stays disabled (and is reported) until
+    // the user asks again; re-enabling it on every drift check would hide a broken receiver.
+    if held_disabled(facts, desired, &remote) {
+        update.remove(&Field::Disabled);
+    }
     let rotated = facts.secret_hash != facts.status.applied_secret_hash;
     let rotation = bindings::rotation(&desired.spec, rotated, &mut update);
     let renew = if rotation == Rotation::ByRenew {
@@ -439,6 +490,15 @@ pub fn converge(facts: &Facts, desired: &Desired, remote: Remote) -> Action {
     } else {
         Action::Converge { remote, update, renew }
     }
+}
+
+/// Whether `remote` was disabled by the provider (not by the spec) and stays so: the provider disables on
+/// failures, the spec wants delivery, and the user has not asked again (spec change or reconcile).
+pub fn held_disabled(facts: &Facts, desired: &Desired, remote: &Remote) -> bool {
+    bindings::disables_on_failures(facts.provider)
+        && remote.state == RemoteState::Disabled
+        && desired.wants_delivery()
+        && !facts.asked_to_apply()
 }
 
 /// The operator's own annotations as it last wrote them, and the resourceVersion of that write.

@@ -6,7 +6,8 @@ use crate::controller::claims::{ClaimIndex, Claimant};
 use crate::providers::{AvayaDesired, DesiredSpec, RemoteState, VonageDesired, fingerprint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use secrecy::SecretString;
-use serde_json::json;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
 fn ts(s: &str) -> Timestamp {
     s.parse().unwrap()
@@ -677,4 +678,126 @@ fn renewal_time_survives_any_lifetime() {
     };
     let at = renewal_time(observed, ts("2026-01-01T00:15:00Z"), Some(&before), "u");
     assert!(at >= observed && at <= ts("2026-01-01T00:10:00Z"), "{at}");
+}
+
+fn authvia(disabled: bool) -> Desired {
+    Desired {
+        endpoint: "https://h.example.com/v".into(),
+        spec: DesiredSpec::Authvia(crate::providers::AuthviaDesired {
+            event_type: "business_processes.update".into(),
+            description: None,
+            timeout_seconds: None,
+            attempts: 50,
+            auto_disable: true,
+            disable_callback_url: None,
+            disabled,
+            conditions: Default::default(),
+            headers: Vec::new(),
+            secret: None,
+        }),
+    }
+}
+
+#[test]
+fn a_subscription_the_provider_disabled_stays_disabled_until_asked_again() {
+    let desired = authvia(false);
+    let mut disabled_remote = remote_for(&desired, "Enabled");
+    disabled_remote.state = RemoteState::Disabled;
+    disabled_remote.fields.insert(Field::Disabled, json!(true));
+    let mut f = facts();
+    f.provider = ProviderType::Authvia;
+    f.secret_hash = None;
+    f.status.applied_secret_hash = None;
+    // A drift check: reported, not re-enabled.
+    assert!(held_disabled(&f, &desired, &disabled_remote));
+    assert!(matches!(
+        converge(&f, &desired, disabled_remote.clone()),
+        Action::Nothing(_)
+    ));
+    // A spec change or the reconcile annotation re-enables it.
+    let mut changed = f.clone();
+    changed.generation = 2;
+    let Action::Converge { update, .. } = converge(&changed, &desired, disabled_remote.clone()) else {
+        panic!("a spec change re-enables");
+    };
+    assert_eq!(update, BTreeSet::from([Field::Disabled]));
+    let mut asked = f.clone();
+    asked.annotations.reconcile_requested = Some("2026-01-01T12:00:00Z".into());
+    assert!(!held_disabled(&asked, &desired, &disabled_remote));
+    // Disabled by the spec itself: nothing to hold or report.
+    assert!(!held_disabled(&f, &authvia(true), &disabled_remote));
+    // Vonage does not disable by itself: its drift is undone.
+    let mut vonage = f.clone();
+    vonage.provider = ProviderType::Vonage;
+    assert!(!held_disabled(&vonage, &desired, &disabled_remote));
+}
+
+#[test]
+fn a_subscription_missing_right_after_a_write_is_not_believed_gone_where_changes_show_late() {
+    let desired = avaya("tok");
+    let mut f = facts();
+    f.provider = ProviderType::Vonage;
+    f.status.last_remote_write_time = Some("2026-01-01T11:59:45Z".into());
+    let Action::Blocked { reason, message } = decide(&f, &desired, Observation::Gone) else {
+        panic!("15 s after the write a 404 is not believed");
+    };
+    assert_eq!(reason, Reason::NotVisibleYet);
+    assert!(message.contains("id-1") && message.contains("30 s"), "{message}");
+    f.status.last_remote_write_time = Some("2026-01-01T11:59:20Z".into());
+    assert!(matches!(decide(&f, &desired, Observation::Gone), Action::Recreate(id) if id == "id-1"));
+    // Leak recovery that finds nothing right after a create waits for the listing to show it.
+    let mut pending = without_id();
+    pending.provider = ProviderType::Vonage;
+    pending.annotations.create_pending = Some("2026-01-01T11:59:50Z".into());
+    assert!(matches!(
+        decide(&pending, &desired, Observation::Matches(Search::LeakRecovery, vec![])),
+        Action::Blocked {
+            reason: Reason::NotVisibleYet,
+            ..
+        }
+    ));
+    pending.annotations.create_pending = Some("2026-01-01T11:59:00Z".into());
+    assert!(matches!(
+        decide(&pending, &desired, Observation::Matches(Search::LeakRecovery, vec![])),
+        Action::Create
+    ));
+    // Avaya shows its changes at once.
+    f.provider = ProviderType::Avaya;
+    f.status.last_remote_write_time = Some("2026-01-01T11:59:59Z".into());
+    assert!(matches!(decide(&f, &desired, Observation::Gone), Action::Recreate(_)));
+}
+
+#[test]
+fn echoed_defaults_and_masked_secrets_are_not_drift() {
+    let desired = authvia(false);
+    let remote = Remote {
+        id: "id-1".into(),
+        state: RemoteState::Enabled,
+        expires_at: None,
+        // What a provider that echoes its defaults reports for fields the spec leaves unset.
+        fields: BTreeMap::from([
+            (Field::Endpoint, json!("https://h.example.com/v")),
+            (Field::EventType, json!("business_processes.update")),
+            (Field::Description, Value::Null),
+            (Field::Timeout, json!(15)),
+            (Field::Attempts, json!(50)),
+            (Field::AutoDisable, json!(true)),
+            (Field::DisableCallbackUrl, Value::Null),
+            (Field::Disabled, json!(false)),
+            (Field::Conditions, json!({})),
+            (Field::Headers, json!([])),
+        ]),
+        generated_secret: None,
+    };
+    assert!(drift(&desired, &remote).is_empty());
+    // A masked Avaya token is a token: no drift; a token removed from the spec is.
+    let with_token = avaya("tok");
+    let mut masked = remote_for(&with_token, "ACTIVE");
+    masked.fields.insert(Field::AuthToken, json!(true));
+    assert!(drift(&with_token, &masked).is_empty());
+    let mut without_token = avaya("tok");
+    if let DesiredSpec::Avaya(a) = &mut without_token.spec {
+        a.auth_token = None;
+    }
+    assert_eq!(drift(&without_token, &masked), BTreeSet::from([Field::AuthToken]));
 }

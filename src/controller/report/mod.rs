@@ -18,6 +18,9 @@ use crate::providers::{Field, ProviderType, RemoteState};
 /// whole-second `expiresIn` at the moment of each read).
 const SAME_EXPIRY: SignedDuration = SignedDuration::from_secs(2);
 
+/// How soon a subscription the provider reports PENDING is read again.
+pub const PENDING_RECHECK: Duration = Duration::from_secs(3);
+
 /// The facts of a pass that the report needs.
 #[derive(Clone, Debug)]
 pub struct Pass<'a> {
@@ -37,6 +40,8 @@ pub struct Pass<'a> {
     pub provider: Option<ProviderType>,
     /// A random number in [0, 1) that spreads retry backoffs.
     pub jitter: f64,
+    /// Whether the spec wants the provider to deliver (None: the spec was not read).
+    pub wants_delivery: Option<bool>,
 }
 
 /// How a pass ended.
@@ -234,8 +239,14 @@ fn report_outcome(
             if ready_changed && (events.is_empty() || ready.severity == Severity::Warning) {
                 events.push(ready);
             }
+            // A subscription the provider is still setting up is looked at again soon, not at the next
+            // drift check: Ready follows when it turns ACTIVE.
+            let mut wake = next_wake(&next, pass.now, pass.drift_interval);
+            if applied.remote.state == RemoteState::Pending {
+                wake = wake.min(PENDING_RECHECK);
+            }
             Report {
-                wake: Wake::After(next_wake(&next, pass.now, pass.drift_interval)),
+                wake: Wake::After(wake),
                 status: next,
                 events,
                 gate: GateChange::Clear,
@@ -315,11 +326,14 @@ fn applied_status(
             .map(|exp| plan::renewal_time(pass.now, exp, pass.renewal, pass.uid))
             .map(format_time);
     }
+    if applied.changed {
+        next.last_remote_write_time = Some(format_time(pass.now));
+    }
     if applied.renewed {
         next.last_renewed_at = Some(format_time(pass.now));
         next.renewal_count = Some(next.renewal_count.unwrap_or(0).saturating_add(1));
     }
-    let (ready, reason, message) = ready_from_state(applied);
+    let (ready, reason, message) = ready_from_state(applied, pass);
     set_condition(
         &mut next.conditions,
         condition::READY,
@@ -348,9 +362,23 @@ fn applied_status(
 }
 
 /// Ready from what the provider reports.
-fn ready_from_state(applied: &Applied) -> (bool, Reason, String) {
+fn ready_from_state(applied: &Applied, pass: &Pass<'_>) -> (bool, Reason, String) {
     let id = &applied.id;
     match &applied.remote.state {
+        // Disabled although the spec wants delivery: the provider did it (the plan holds it back).
+        RemoteState::Disabled
+            if pass.wants_delivery == Some(true)
+                && pass.provider.is_some_and(super::bindings::disables_on_failures) =>
+        {
+            (
+                false,
+                Reason::DisabledByProvider,
+                format!(
+                    "{} disabled subscription {id}: it does so when deliveries to spec.endpoint keep failing (spec.authvia.attempts); fix the receiver, then re-enable it by changing the spec or setting the webhook-operator.dev/reconcile-requested-at annotation",
+                    pass.provider.map_or("the provider", ProviderType::as_str)
+                ),
+            )
+        }
         RemoteState::Inactive => (
             false,
             Reason::Expired,

@@ -23,6 +23,7 @@ fn pass(annotations: &Annotations) -> Pass<'_> {
         drift_interval: Duration::from_secs(600),
         provider: Some(ProviderType::Avaya),
         jitter: 0.5,
+        wants_delivery: Some(true),
     }
 }
 
@@ -121,6 +122,11 @@ fn pending_is_creating_and_inactive_is_expired() {
     let r = report(&ready_status(), &pass(&a), None, applied(RemoteState::Pending, false));
     assert_eq!(state(&r, "Ready"), Some(("False".into(), "Creating".into())));
     assert_eq!(r.events[0].severity, Severity::Warning);
+    assert_eq!(
+        r.wake,
+        Wake::After(PENDING_RECHECK),
+        "read again soon, not at the drift check"
+    );
     let r = report(&ready_status(), &pass(&a), None, applied(RemoteState::Inactive, false));
     assert_eq!(state(&r, "Ready"), Some(("False".into(), "Expired".into())));
     assert_eq!(
@@ -129,6 +135,31 @@ fn pending_is_creating_and_inactive_is_expired() {
     );
     // A subscription the user disabled is what they asked for.
     let r = report(&ready_status(), &pass(&a), None, applied(RemoteState::Disabled, false));
+    assert_eq!(state(&r, "Ready"), Some(("True".into(), "Available".into())));
+}
+
+#[test]
+fn a_subscription_the_provider_disabled_is_not_ready_and_says_how_to_re_enable_it() {
+    let a = Annotations::default();
+    let mut authvia = pass(&a);
+    authvia.provider = Some(ProviderType::Authvia);
+    let r = report(&ready_status(), &authvia, None, applied(RemoteState::Disabled, false));
+    assert_eq!(state(&r, "Ready"), Some(("False".into(), "DisabledByProvider".into())));
+    let message = &find_condition(&r.status.conditions, "Ready").unwrap().message;
+    assert!(
+        message.contains("reconcile-requested-at") && message.contains("spec.endpoint"),
+        "{message}"
+    );
+    assert_eq!(r.events.len(), 1, "one Warning Event when it turns");
+    assert_eq!(r.events[0].severity, Severity::Warning);
+    assert_eq!(
+        r.status.last_remote_write_time,
+        ready_status().last_remote_write_time,
+        "nothing written"
+    );
+    // Disabled by the spec: Ready.
+    authvia.wants_delivery = Some(false);
+    let r = report(&ready_status(), &authvia, None, applied(RemoteState::Disabled, false));
     assert_eq!(state(&r, "Ready"), Some(("True".into(), "Available".into())));
 }
 
@@ -363,6 +394,18 @@ fn scenario(reason: Reason) -> Option<Report> {
         Reason::RateLimited => failed(provider_error(ErrorKind::RateLimited)),
         Reason::Unauthorized => failed(provider_error(ErrorKind::Unauthorized)),
         Reason::ReconcilePaused => Outcome::Paused,
+        Reason::DestinationUnverified => failed(provider_error(ErrorKind::DestinationUnverified)),
+        Reason::NotVisibleYet => blocked(reason),
+        Reason::DisabledByProvider => {
+            let mut authvia = pass(&a);
+            authvia.provider = Some(ProviderType::Authvia);
+            return Some(report(
+                &Default::default(),
+                &authvia,
+                None,
+                applied(RemoteState::Disabled, false),
+            ));
+        }
         _ => return None,
     };
     Some(report(&Default::default(), &pass(&a), None, outcome))

@@ -4,6 +4,13 @@
 //! attempts/auto-disable rules with the disable callback, stored conditions and headers, and deliveries
 //! carrying the `X-AUTHVIA-*` HMAC headers.
 //!
+//! Scopes are checked as documented: a create needs `subscriptions:create` and `{resource}:read` for its
+//! type's resource, and `subscriptions:timeout` to set a timeout; reads, updates and deletes need
+//! `subscriptions:read`, `:update` and `:delete` (our reading). A token carries the scopes it asked for
+//! that the client was granted ([`AuthviaSimulator::grant`]). Lists come in pages (`limit`, a `next`
+//! link). By default a subscription echoes the provider's defaults for what was not set and masks header
+//! values; a PATCH with `null` removes a field.
+//!
 //! Written from AuthVia's documentation (`shared/providers.md`), not from our client: the keys and the
 //! signature are this module's own, so a client that spells a key or signs differently fails the contract
 //! tests instead of agreeing with itself.
@@ -80,7 +87,34 @@ impl AuthviaSubscription {
 struct State {
     account_id: String,
     subscriptions: BTreeMap<String, AuthviaSubscription>,
+    /// The scopes the client may have (None: any).
+    granted: Option<Vec<String>>,
+    quirks: AuthviaQuirks,
 }
+
+/// How the simulator echoes subscriptions (AuthVia documents no response shape).
+#[derive(Clone, Debug)]
+pub struct AuthviaQuirks {
+    /// Echo `""`, `null` and the defaults for what a create left out.
+    pub echo_defaults: bool,
+    /// Echo header values masked.
+    pub mask_headers: bool,
+    /// Page size when a list names no `limit`.
+    pub default_page_size: usize,
+}
+
+impl Default for AuthviaQuirks {
+    fn default() -> Self {
+        AuthviaQuirks {
+            echo_defaults: true,
+            mask_headers: true,
+            default_page_size: 20,
+        }
+    }
+}
+
+/// The largest page a list answers.
+const MAX_PAGE_SIZE: usize = 100;
 
 /// The simulator and its test handle.
 pub struct AuthviaSimulator {
@@ -102,11 +136,53 @@ fn error(status: u16, message: &str) -> Response {
     json_response(status, &json!({"error": {"code": status, "message": message}}))
 }
 
-fn render(sub: &AuthviaSubscription) -> Value {
+fn render(sub: &AuthviaSubscription, quirks: &AuthviaQuirks) -> Value {
     let mut body = sub.body.clone();
     body.remove(key::SECRET);
     body.insert(key::ID.into(), json!(sub.id));
+    if quirks.echo_defaults {
+        for (k, default) in [
+            (key::DESCRIPTION, json!("")),
+            (key::TIMEOUT, Value::Null),
+            (key::AUTO_DISABLE, json!(true)),
+            (key::DISABLE_CALLBACK_URL, Value::Null),
+            (key::DISABLED, json!(false)),
+            (key::CONDITIONS, json!({})),
+            (key::HEADERS, json!({})),
+        ] {
+            body.entry(k).or_insert(default);
+        }
+    }
+    if quirks.mask_headers
+        && let Some(Value::Object(headers)) = body.get_mut(key::HEADERS)
+    {
+        for value in headers.values_mut() {
+            *value = json!("********");
+        }
+    }
     Value::Object(body)
+}
+
+/// The scope a request lacks, if any: `needed` against the token's `scopes`.
+fn missing_scope(needed: &[String], scopes: &[String]) -> Option<String> {
+    needed.iter().find(|n| !scopes.contains(n)).cloned()
+}
+
+/// The scopes a create or update with `body` needs besides the operation's own.
+fn body_scopes(body: &Map<String, Value>) -> Vec<String> {
+    let mut needed = Vec::new();
+    if let Some(kind) = body.get(key::TYPE).and_then(Value::as_str) {
+        let resource = kind.split('.').next().unwrap_or(kind);
+        needed.push(format!("{resource}:read"));
+    }
+    if body.get(key::TIMEOUT).is_some_and(|t| !t.is_null()) {
+        needed.push("subscriptions:timeout".into());
+    }
+    needed
+}
+
+fn forbidden(scope: &str) -> Response {
+    error(403, &format!("insufficient scope: {scope} is required"))
 }
 
 /// Validates the fields present in `body` (all of them on create), returning the message of the first problem.
@@ -203,6 +279,8 @@ impl AuthviaSimulator {
         let state = Arc::new(Mutex::new(State {
             account_id: account_id.to_string(),
             subscriptions: BTreeMap::new(),
+            granted: None,
+            quirks: AuthviaQuirks::default(),
         }));
         let router: Router = {
             let core = core.clone();
@@ -220,6 +298,34 @@ impl AuthviaSimulator {
     /// `baseUrl` for a WebhookProvider.
     pub fn base_url(&self) -> String {
         format!("{}{API_PREFIX}", self.server.url())
+    }
+
+    /// Limits the scopes the client may have (None: any); tokens issued from now on carry only these.
+    pub fn grant(&self, scopes: Option<&[&str]>) {
+        self.state.lock().expect("state").granted = scopes.map(|s| s.iter().map(|s| s.to_string()).collect());
+    }
+
+    /// Sets how subscriptions are echoed and listed.
+    pub fn set_quirks(&self, quirks: AuthviaQuirks) {
+        self.state.lock().expect("state").quirks = quirks;
+    }
+
+    /// The subscription as the API answers for it.
+    pub fn rendered(&self, id: &str) -> Option<Value> {
+        let state = self.state.lock().expect("state");
+        state.subscriptions.get(id).map(|s| render(s, &state.quirks))
+    }
+
+    /// Disables a subscription the way auto-disable does after `attempts` failed deliveries, without
+    /// the deliveries (and without the callback).
+    pub fn auto_disable(&self, id: &str) -> bool {
+        let mut state = self.state.lock().expect("state");
+        let Some(sub) = state.subscriptions.get_mut(id) else {
+            return false;
+        };
+        sub.failures = sub.body.get(key::ATTEMPTS).and_then(Value::as_i64).unwrap_or(50).max(1) as u32;
+        sub.body.insert(key::DISABLED.into(), json!(true));
+        true
     }
 
     /// The ids it holds, readable from elsewhere (the sandbox's control surface) while it runs.
@@ -344,45 +450,62 @@ async fn send_event(core: &SimCore, sub: &AuthviaSubscription, kind: &str) -> De
 
 async fn route(core: Arc<SimCore>, state: Arc<Mutex<State>>, request: SimHttpRequest) -> Response {
     if request.path == format!("{API_PREFIX}/tokens") && request.method == Method::POST {
-        return token(&core, &request);
+        let granted = state.lock().expect("state").granted.clone();
+        return token(&core, &request, granted.as_deref());
     }
     let Some(rest) = request.path.strip_prefix(API_PREFIX) else {
         return error(404, "not found");
     };
-    if let Err(r) = core.authorize(&request.headers) {
-        return r;
+    let scopes = match core.authorize(&request.headers) {
+        Ok(scopes) => scopes,
+        Err(r) => return r,
+    };
+    let operation_scope = match request.method {
+        Method::GET => "subscriptions:read",
+        Method::POST => "subscriptions:create",
+        Method::PATCH => "subscriptions:update",
+        Method::DELETE => "subscriptions:delete",
+        _ => return error(405, "method not allowed"),
+    };
+    if let Some(missing) = missing_scope(&[operation_scope.to_string()], &scopes) {
+        return forbidden(&missing);
     }
     let segments: Vec<String> = rest.trim_matches('/').split('/').map(str::to_string).collect();
     let account = state.lock().expect("state").account_id.clone();
     match segments.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["accounts", avid, "subscriptions", ..] if *avid != account => error(404, "account not found"),
         ["accounts", _, "subscriptions"] => match request.method {
-            Method::GET => {
-                let state = state.lock().expect("state");
-                json_response(
-                    200,
-                    &json!(state.subscriptions.values().map(render).collect::<Vec<_>>()),
-                )
-            }
-            Method::POST => create(&core, &state, &request).await,
+            Method::GET => list(&state.lock().expect("state"), &request),
+            Method::POST => create(&core, &state, &request, &scopes).await,
             _ => error(405, "method not allowed"),
         },
         ["accounts", _, "subscriptions", id] => {
             let id = id.to_string();
             let mut guard = state.lock().expect("state");
+            let quirks = guard.quirks.clone();
             let Some(sub) = guard.subscriptions.get_mut(&id) else {
                 return error(404, &format!("subscription {id} not found"));
             };
             match request.method {
-                Method::GET => json_response(200, &render(sub)),
+                Method::GET => json_response(200, &render(sub, &quirks)),
                 Method::PATCH => {
                     let body = match request.json() {
                         Ok(Value::Object(b)) => b,
                         Ok(_) => return error(400, "the body must be an object"),
                         Err(r) => return r,
                     };
+                    if let Some(missing) = missing_scope(&body_scopes(&body), &scopes) {
+                        return forbidden(&missing);
+                    }
+                    // A merge patch: `null` removes a field.
                     let mut merged = sub.body.clone();
-                    merged.extend(body.clone());
+                    for (k, v) in &body {
+                        if v.is_null() {
+                            merged.remove(k);
+                        } else {
+                            merged.insert(k.clone(), v.clone());
+                        }
+                    }
                     if let Err(message) = validate(&merged, false) {
                         return error(400, &message);
                     }
@@ -391,7 +514,7 @@ async fn route(core: Arc<SimCore>, state: Arc<Mutex<State>>, request: SimHttpReq
                     if body.get(key::DISABLED) == Some(&json!(false)) {
                         sub.failures = 0;
                     }
-                    json_response(200, &render(sub))
+                    json_response(200, &render(sub, &quirks))
                 }
                 Method::DELETE => {
                     guard.subscriptions.remove(&id);
@@ -404,7 +527,38 @@ async fn route(core: Arc<SimCore>, state: Arc<Mutex<State>>, request: SimHttpReq
     }
 }
 
-async fn create(core: &SimCore, state: &Mutex<State>, request: &SimHttpRequest) -> Response {
+/// One page: `limit` entries (at most [`MAX_PAGE_SIZE`]) from the `cursor`, and a `next` link while
+/// more follow.
+fn list(state: &State, request: &SimHttpRequest) -> Response {
+    let limit = match request.query.get("limit").map(|l| l.parse::<usize>()) {
+        None => state.quirks.default_page_size,
+        Some(Ok(l)) if (1..=MAX_PAGE_SIZE).contains(&l) => l,
+        Some(_) => return error(400, &format!("limit must be between 1 and {MAX_PAGE_SIZE}")),
+    };
+    let from = match request.query.get("cursor").map(|c| c.parse::<usize>()) {
+        None => 0,
+        Some(Ok(c)) => c,
+        Some(Err(_)) => return error(400, "cursor is not valid"),
+    };
+    let items: Vec<Value> = state
+        .subscriptions
+        .values()
+        .skip(from)
+        .take(limit)
+        .map(|s| render(s, &state.quirks))
+        .collect();
+    let more = from.saturating_add(limit) < state.subscriptions.len();
+    let next = more.then(|| {
+        format!(
+            "{API_PREFIX}/accounts/{}/subscriptions?limit={limit}&cursor={}",
+            state.account_id,
+            from + limit
+        )
+    });
+    json_response(200, &json!({"items": items, "next": next}))
+}
+
+async fn create(core: &SimCore, state: &Mutex<State>, request: &SimHttpRequest, scopes: &[String]) -> Response {
     let mut body = match request.json() {
         Ok(Value::Object(b)) => b,
         Ok(_) => return error(400, "the body must be an object"),
@@ -412,6 +566,9 @@ async fn create(core: &SimCore, state: &Mutex<State>, request: &SimHttpRequest) 
     };
     if let Err(message) = validate(&body, true) {
         return error(400, &message);
+    }
+    if let Some(missing) = missing_scope(&body_scopes(&body), scopes) {
+        return forbidden(&missing);
     }
     body.entry(key::ATTEMPTS).or_insert(json!(50));
     let sub = AuthviaSubscription {
@@ -429,12 +586,13 @@ async fn create(core: &SimCore, state: &Mutex<State>, request: &SimHttpRequest) 
             .unwrap_or_else(|| "no answer".into());
         return error(400, &format!("destination verification failed: {answer}"));
     }
-    let rendered = render(&sub);
-    state.lock().expect("state").subscriptions.insert(sub.id.clone(), sub);
+    let mut state = state.lock().expect("state");
+    let rendered = render(&sub, &state.quirks);
+    state.subscriptions.insert(sub.id.clone(), sub);
     json_response(201, &rendered)
 }
 
-fn token(core: &SimCore, request: &SimHttpRequest) -> Response {
+fn token(core: &SimCore, request: &SimHttpRequest, granted: Option<&[String]>) -> Response {
     let body = match request.json() {
         Ok(b) => b,
         Err(r) => return r,
@@ -462,7 +620,12 @@ fn token(core: &SimCore, request: &SimHttpRequest) -> Response {
         return error(400, "scope is required");
     }
     let lifetime = parse_expiration(text("expiration"));
-    let scopes = text("scope").split_whitespace().map(str::to_string).collect();
+    // The token carries what was asked for and granted.
+    let scopes = text("scope")
+        .split_whitespace()
+        .filter(|s| granted.is_none_or(|g| g.iter().any(|g| g == s)))
+        .map(str::to_string)
+        .collect();
     let (token, _) = core.issue_token(scopes, lifetime);
     json_response(201, &json!({"type": "Bearer", "token": token}))
 }

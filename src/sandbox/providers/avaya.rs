@@ -2,6 +2,12 @@
 //! subscriptions with UUID ids, pagination with `links`, ACTIVE → INACTIVE at expiry on a controllable
 //! clock, `:renew` that reactivates and can rotate the token, problem+json errors with `violations` for
 //! every documented limit, and deliveries that carry the token in the named header.
+//!
+//! As documented, and so stricter than a lenient server: an update's `transport` is the whole `Transport`
+//! schema (type, method, endpoint, and the token with its header together) and replaces the stored one;
+//! writes need a JSON content type, `:renew` without a body too; a subscription's lifetime is capped by
+//! the remaining life of the token that created or renewed it. [`AvayaQuirks`] adds what the docs allow
+//! but do not promise: PENDING for a while after create, masked token echoes, pages that shift.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -51,10 +57,23 @@ pub struct AvayaSubscription {
     pub lapses: u32,
 }
 
+/// Behaviours the documentation allows without promising them, off by default.
+#[derive(Clone, Debug, Default)]
+pub struct AvayaQuirks {
+    /// How long a new subscription reports `PENDING` before `ACTIVE`.
+    pub pending_for: Duration,
+    /// Echo `authToken` masked (`****` and its last two characters) instead of in full.
+    pub mask_tokens: bool,
+    /// Each page after the first starts one entry early, as when a subscription is created between two
+    /// page reads: one subscription shows on two pages.
+    pub shifting_pages: bool,
+}
+
 #[derive(Debug)]
 struct State {
     subscriptions: BTreeMap<String, AvayaSubscription>,
     lifetime: Duration,
+    quirks: AvayaQuirks,
     /// Each renewal's arrival and how long its subscription still had (negative: it had lapsed), the
     /// most recent ones.
     renewal_margins: std::collections::VecDeque<(std::time::Instant, jiff::SignedDuration)>,
@@ -139,11 +158,30 @@ fn validate_events(events: &Value, problem: &mut Problem) -> Option<Vec<String>>
     Some(values)
 }
 
-/// Checks transport fields that are present; `create` also requires the endpoint.
+/// Checks transport fields that are present; `create` also requires the endpoint. An update's transport
+/// is the whole `Transport` schema: type, method and endpoint, and the token with its header or neither.
 fn validate_transport(t: &Value, create: bool, problem: &mut Problem) {
     if !t.is_object() {
         problem.violation("transport", "must be an object", 20010);
         return;
+    }
+    if !create {
+        for required in ["type", "method", "endpoint"] {
+            if t.get(required).is_none() {
+                problem.violation(
+                    &format!("transport.{required}"),
+                    "is required: send the whole transport",
+                    20018,
+                );
+            }
+        }
+        if t.get("authToken").is_some() != t.get("authTokenHeader").is_some() {
+            problem.violation(
+                "transport.authToken",
+                "authToken and authTokenHeader must be sent together",
+                20019,
+            );
+        }
     }
     if let Some(kind) = t.get("type")
         && kind != "WEBHOOK"
@@ -178,19 +216,41 @@ fn validate_transport(t: &Value, create: bool, problem: &mut Problem) {
 
 impl State {
     fn status(&self, sub: &AvayaSubscription, now: Timestamp) -> &'static str {
+        let pending_for = jiff::SignedDuration::try_from(self.quirks.pending_for).unwrap_or_default();
         if sub.deactivated || now >= sub.expires_at {
             "INACTIVE"
+        } else if now < sub.created_at + pending_for {
+            "PENDING"
         } else {
             "ACTIVE"
         }
+    }
+
+    /// The expiry of a subscription created or renewed `now` with a token that expires at `token_expiry`:
+    /// the configured lifetime, but never past the token's own expiry.
+    fn expiry(&self, now: Timestamp, token_expiry: Timestamp) -> Timestamp {
+        let full = now + jiff::SignedDuration::try_from(self.lifetime).expect("lifetime");
+        full.min(token_expiry)
     }
 
     fn render(&self, sub: &AvayaSubscription, now: Timestamp) -> Value {
         let expires_in = (sub.expires_at.as_second() - now.as_second()).max(0);
         let mut transport = json!({"type": "WEBHOOK", "method": sub.method, "endpoint": sub.endpoint, "authTokenHeader": sub.auth_token_header});
         if let Some(token) = &sub.auth_token {
-            // The real API echoes the token in every response.
-            transport["authToken"] = json!(token);
+            // The real API echoes the token in every response (a quirk masks it).
+            transport["authToken"] = if self.quirks.mask_tokens {
+                let tail: String = token
+                    .chars()
+                    .rev()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                json!(format!("****{tail}"))
+            } else {
+                json!(token)
+            };
         }
         json!({
             "subscriptionId": sub.id,
@@ -217,6 +277,7 @@ impl AvayaSimulator {
         let state = Arc::new(Mutex::new(State {
             subscriptions: BTreeMap::new(),
             lifetime,
+            quirks: AvayaQuirks::default(),
             renewal_margins: Default::default(),
         }));
         let server =
@@ -238,6 +299,11 @@ impl AvayaSimulator {
     /// (negative: it had lapsed).
     pub fn take_renewal_margins(&self) -> Vec<(std::time::Instant, jiff::SignedDuration)> {
         self.state.lock().expect("state").renewal_margins.drain(..).collect()
+    }
+
+    /// Turns on the behaviours the documentation allows without promising them.
+    pub fn set_quirks(&self, quirks: AvayaQuirks) {
+        self.state.lock().expect("state").quirks = quirks;
     }
 
     /// Sets the lifetime of subscriptions created or renewed from now on.
@@ -365,21 +431,25 @@ fn route(core: &SimCore, state: &Mutex<State>, request: SimHttpRequest) -> Respo
     let Some(rest) = request.path.strip_prefix(API_PREFIX) else {
         return Problem::new(404, "Not Found", "resource-not-found").response(&request.path);
     };
-    if let Err(response) = core.authorize(&request.headers) {
-        return response;
+    let grant = match core.authorize_token(&request.headers) {
+        Ok(grant) => grant,
+        Err(response) => return response,
+    };
+    if [Method::POST, Method::PATCH].contains(&request.method) && !super::is_json(&request.headers) {
+        return Problem::new(415, "Unsupported Media Type", "constraint-violation").response(&request.path);
     }
     let now = core.clock.now();
     let mut state = state.lock().expect("state");
     let segments: Vec<&str> = rest.trim_matches('/').split('/').collect();
     match (request.method.clone(), segments.as_slice()) {
-        (Method::POST, ["subscriptions"]) => create(&mut state, &request, now),
+        (Method::POST, ["subscriptions"]) => create(&mut state, &request, now, grant.expires_at),
         (Method::GET, ["subscriptions"]) => list(&state, &request, now),
         (method, ["subscriptions", id]) => {
             if let Some(id) = id.strip_suffix(":renew") {
                 if method != Method::POST {
                     return Problem::new(405, "Method Not Allowed", "constraint-violation").response(&request.path);
                 }
-                return renew(&mut state, id, &request, now);
+                return renew(&mut state, id, &request, now, grant.expires_at);
             }
             if !state.subscriptions.contains_key(*id) {
                 return Problem::new(404, "Subscription not found", "resource-not-found").response(&request.path);
@@ -431,7 +501,7 @@ fn token(core: &SimCore, request: &SimHttpRequest) -> Response {
     )
 }
 
-fn create(state: &mut State, request: &SimHttpRequest, now: Timestamp) -> Response {
+fn create(state: &mut State, request: &SimHttpRequest, now: Timestamp, token_expiry: Timestamp) -> Response {
     let body = match request.json() {
         Ok(b) => b,
         Err(r) => return r,
@@ -448,7 +518,7 @@ fn create(state: &mut State, request: &SimHttpRequest, now: Timestamp) -> Respon
     let sub = AvayaSubscription {
         id: id.clone(),
         created_at: now,
-        expires_at: now + jiff::SignedDuration::try_from(state.lifetime).expect("lifetime"),
+        expires_at: state.expiry(now, token_expiry),
         deactivated: false,
         family: family.unwrap_or_default(),
         events: events.unwrap_or_default(),
@@ -484,7 +554,8 @@ fn list(state: &State, request: &SimHttpRequest, now: Timestamp) -> Response {
     let all: Vec<&AvayaSubscription> = state.subscriptions.values().collect();
     let total = all.len() as i64;
     let pages = ((total + size - 1) / size).max(1);
-    let start = ((number - 1) * size).min(total) as usize;
+    let shift = i64::from(state.quirks.shifting_pages && number > 1);
+    let start = ((number - 1) * size - shift).clamp(0, total) as usize;
     let end = (start + size as usize).min(all.len());
     let link = |n: i64| format!("{API_PREFIX}/subscriptions?pageNumber={n}&pageSize={size}");
     json_response(
@@ -521,24 +592,18 @@ fn patch(state: &mut State, id: &str, request: &SimHttpRequest, now: Timestamp) 
     if let Some(e) = events {
         sub.events = e;
     }
-    let t = &body["transport"];
-    if let Some(m) = t["method"].as_str() {
-        sub.method = m.into();
-    }
-    if let Some(e) = t["endpoint"].as_str() {
-        sub.endpoint = e.into();
-    }
-    if let Some(token) = t["authToken"].as_str() {
-        sub.auth_token = Some(token.into());
-    }
-    if let Some(h) = t["authTokenHeader"].as_str() {
-        sub.auth_token_header = h.into();
+    // A transport replaces the stored one: a token left out is gone.
+    if let Some(t) = body.get("transport") {
+        sub.method = t["method"].as_str().unwrap_or("POST").into();
+        sub.endpoint = t["endpoint"].as_str().unwrap_or_default().into();
+        sub.auth_token = t["authToken"].as_str().map(str::to_string);
+        sub.auth_token_header = t["authTokenHeader"].as_str().unwrap_or("auth-token").into();
     }
     let sub = sub.clone();
     json_response(200, &state.render(&sub, now))
 }
 
-fn renew(state: &mut State, id: &str, request: &SimHttpRequest, now: Timestamp) -> Response {
+fn renew(state: &mut State, id: &str, request: &SimHttpRequest, now: Timestamp, token_expiry: Timestamp) -> Response {
     let body = match request.json() {
         Ok(b) => b,
         Err(r) => return r,
@@ -549,7 +614,7 @@ fn renew(state: &mut State, id: &str, request: &SimHttpRequest, now: Timestamp) 
         problem.violation("transport.authToken", "must be at most 256 characters", 20030);
         return problem.response(&request.path);
     }
-    let lifetime = jiff::SignedDuration::try_from(state.lifetime).expect("lifetime");
+    let expires_at = state.expiry(now, token_expiry);
     let Some(sub) = state.subscriptions.get_mut(id) else {
         return Problem::new(404, "Subscription not found", "resource-not-found").response(&request.path);
     };
@@ -565,7 +630,7 @@ fn renew(state: &mut State, id: &str, request: &SimHttpRequest, now: Timestamp) 
     let Some(sub) = state.subscriptions.get_mut(id) else {
         return Problem::new(404, "Subscription not found", "resource-not-found").response(&request.path);
     };
-    sub.expires_at = now + lifetime;
+    sub.expires_at = expires_at;
     sub.deactivated = false;
     sub.renewals += 1;
     if let Some(token) = token {

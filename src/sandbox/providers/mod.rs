@@ -54,6 +54,9 @@ pub enum SimFaultAction {
     /// Serve the request (its change happens), then break the connection before the answer arrives: a
     /// call that timed out for the client but succeeded at the provider.
     LoseAnswer,
+    /// Answer with this status, content type and body instead (what a proxy or gateway in front of any
+    /// SaaS API answers: an HTML error page, an empty 200, a truncated JSON).
+    Raw(u16, &'static str, &'static str),
 }
 
 /// A fault on requests whose method matches (None: any) and whose path contains `path`.
@@ -112,6 +115,24 @@ impl DeliveryOutcome {
     pub fn accepted(&self) -> bool {
         self.status.is_some_and(|s| (200..400).contains(&s))
     }
+}
+
+/// What a valid bearer token allows.
+#[derive(Clone, Debug)]
+pub struct Grant {
+    /// Its scopes.
+    pub scopes: Vec<String>,
+    /// When it expires (on the simulator's clock).
+    pub expires_at: Timestamp,
+}
+
+/// Whether a request says its body is JSON (`application/json`, parameters allowed).
+pub fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
 }
 
 /// What every simulator shares: clock, credentials, issued tokens, request log, faults, delivery target.
@@ -195,6 +216,11 @@ impl SimCore {
 
     /// The scopes of a valid bearer token, or a 401 response.
     pub fn authorize(&self, headers: &HeaderMap) -> Result<Vec<String>, Response> {
+        self.authorize_token(headers).map(|grant| grant.scopes)
+    }
+
+    /// A valid bearer token's scopes and expiry, or a 401 response.
+    pub fn authorize_token(&self, headers: &HeaderMap) -> Result<Grant, Response> {
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -202,7 +228,10 @@ impl SimCore {
             .unwrap_or("");
         let tokens = self.tokens.lock().expect("tokens");
         match tokens.get(token) {
-            Some((expires, scopes)) if self.clock.now() < *expires => Ok(scopes.clone()),
+            Some((expires, scopes)) if self.clock.now() < *expires => Ok(Grant {
+                scopes: scopes.clone(),
+                expires_at: *expires,
+            }),
             Some(_) => Err(json_response(
                 401,
                 &json!({"error": "invalid_token", "message": "the access token expired"}),
@@ -401,6 +430,14 @@ async fn serve(core: Arc<SimCore>, router: Router, request: Request<Body>) -> Re
             response
         }
         Some(SimFaultAction::Drop) => broken_response(),
+        Some(SimFaultAction::Raw(status, content_type, body)) => {
+            let mut response = Response::new(Body::from(body));
+            *response.status_mut() = StatusCode::from_u16(status).expect("status");
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, content_type.parse().expect("content type"));
+            response
+        }
         Some(SimFaultAction::LoseAnswer) => {
             let query = form_urlencoded::parse(raw_query.as_bytes()).into_owned().collect();
             let served = router(SimHttpRequest {

@@ -1,8 +1,13 @@
 //! Vonage Contact Center Webhooks API simulator: regional token endpoint (`admin:read` / `admin:write`),
-//! the versioned `Accept` header required on every call, unique subscription names (a duplicate is 409),
-//! a generated signing secret returned only by create, `enabled`, PATCH of any subset, event types, and
-//! deliveries signed with a `Vonage-Signature` JWT (HS256 over the base64-decoded secret, carrying the
-//! SHA-256 of the body).
+//! the versioned `Accept` header required on every call, unique subscription names, a generated signing
+//! secret returned only by create, `enabled`, PATCH of any subset, event types, and deliveries signed with
+//! a `Vonage-Signature` JWT (HS256 over the base64-decoded secret, carrying the SHA-256 of the body).
+//!
+//! Answers as the "Responses — Webhooks API" page documents them: every success is 200 with a JSON body;
+//! errors carry `{"message": …}` (a duplicate name is a 400); a bad token is 401 with
+//! `{error, error_description}` and a token without the needed scope 401 `{"message":"Unauthorized"}`.
+//! Changes "may take up to 30 s to take effect": [`VonageSimulator::set_propagation_delay`] makes reads
+//! show a create or change only after a delay.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,7 +19,7 @@ use axum::response::Response;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use super::{DeliveryOutcome, SimCore, SimHttpRequest, empty_response, json_response, random_id, sync_router};
+use super::{DeliveryOutcome, SimCore, SimHttpRequest, json_response, random_id, sync_router};
 use crate::clock::Clock;
 
 /// The versioned media type the Vonage webhooks API requires in `Accept` (its API guide).
@@ -51,27 +56,49 @@ pub struct VonageSubscription {
     pub secret: String,
 }
 
+/// A subscription as stored, and what reads show of it while a change has not taken effect yet.
+#[derive(Clone, Debug)]
+struct Stored {
+    current: VonageSubscription,
+    /// What reads show until `visible_at` (None: nothing, for a create).
+    shown_before: Option<VonageSubscription>,
+    visible_at: jiff::Timestamp,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    subscriptions: BTreeMap<String, Stored>,
+    propagation: Duration,
+}
+
+impl State {
+    /// What a read shows of `id` at `now`.
+    fn shown(&self, id: &str, now: jiff::Timestamp) -> Option<&VonageSubscription> {
+        let stored = self.subscriptions.get(id)?;
+        if now >= stored.visible_at {
+            Some(&stored.current)
+        } else {
+            stored.shown_before.as_ref()
+        }
+    }
+
+    /// When a change made `now` shows.
+    fn visible_at(&self, now: jiff::Timestamp) -> jiff::Timestamp {
+        now + jiff::SignedDuration::try_from(self.propagation).unwrap_or_default()
+    }
+}
+
 /// The simulator and its test handle.
 #[derive(Debug)]
 pub struct VonageSimulator {
     /// Shared machinery.
     pub core: Arc<SimCore>,
-    state: Arc<Mutex<BTreeMap<String, VonageSubscription>>>,
+    state: Arc<Mutex<State>>,
     server: crate::sandbox::LocalServer,
 }
 
 fn error(status: u16, message: &str) -> Response {
-    let reason = match status {
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        409 => "Conflict",
-        _ => "Error",
-    };
-    json_response(
-        status,
-        &json!({"statusCode": status, "error": reason, "message": message}),
-    )
+    json_response(status, &json!({"message": message}))
 }
 
 fn render(sub: &VonageSubscription, with_secret: bool) -> Value {
@@ -160,7 +187,7 @@ impl VonageSimulator {
     /// Starts on `listen` with these credentials (tokens last 2 h).
     pub async fn start(listen: SocketAddr, client_id: &str, client_secret: &str) -> std::io::Result<Self> {
         let core = Arc::new(SimCore::new(client_id, client_secret, Duration::from_secs(7200)));
-        let state = Arc::new(Mutex::new(BTreeMap::new()));
+        let state = Arc::new(Mutex::new(State::default()));
         let server =
             super::start_simulator(listen, core.clone(), sync_router(core.clone(), state.clone(), route)).await?;
         Ok(VonageSimulator { core, state, server })
@@ -183,25 +210,37 @@ impl VonageSimulator {
             state
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
+                .subscriptions
                 .keys()
                 .cloned()
                 .collect()
         }
     }
 
-    /// Every stored subscription.
-    pub fn subscriptions(&self) -> Vec<VonageSubscription> {
-        self.state.lock().expect("state").values().cloned().collect()
+    /// Makes creates and changes show in reads only after `delay` (the docs: up to 30 s).
+    pub fn set_propagation_delay(&self, delay: Duration) {
+        self.state.lock().expect("state").propagation = delay;
     }
 
-    /// One subscription.
+    /// Every stored subscription (as stored, whether reads show it yet or not).
+    pub fn subscriptions(&self) -> Vec<VonageSubscription> {
+        let state = self.state.lock().expect("state");
+        state.subscriptions.values().map(|s| s.current.clone()).collect()
+    }
+
+    /// One subscription, as stored.
     pub fn subscription(&self, id: &str) -> Option<VonageSubscription> {
-        self.state.lock().expect("state").get(id).cloned()
+        self.state
+            .lock()
+            .expect("state")
+            .subscriptions
+            .get(id)
+            .map(|s| s.current.clone())
     }
 
     /// Deletes a subscription behind the operator's back.
     pub fn remove(&self, id: &str) -> bool {
-        self.state.lock().expect("state").remove(id).is_some()
+        self.state.lock().expect("state").subscriptions.remove(id).is_some()
     }
 
     /// Disables a subscription behind the operator's back.
@@ -209,23 +248,32 @@ impl VonageSimulator {
         self.state
             .lock()
             .expect("state")
+            .subscriptions
             .get_mut(id)
-            .map(|s| s.enabled = false)
+            .map(|s| {
+                s.current.enabled = false;
+                s.shown_before = None;
+            })
             .is_some()
     }
 
-    /// Stores a subscription directly (made outside the operator).
+    /// Stores a subscription directly (made outside the operator), visible at once.
     pub fn insert(&self, name: &str, url: &str, events: &[&str]) -> String {
         let id = random_id(27);
-        self.state.lock().expect("state").insert(
+        let now = self.core.clock.now();
+        self.state.lock().expect("state").subscriptions.insert(
             id.clone(),
-            VonageSubscription {
-                id: id.clone(),
-                name: name.into(),
-                url: url.into(),
-                events: events.iter().map(|s| s.to_string()).collect(),
-                enabled: true,
-                secret: generate_secret(),
+            Stored {
+                current: VonageSubscription {
+                    id: id.clone(),
+                    name: name.into(),
+                    url: url.into(),
+                    events: events.iter().map(|s| s.to_string()).collect(),
+                    enabled: true,
+                    secret: generate_secret(),
+                },
+                shown_before: None,
+                visible_at: now,
             },
         );
         id
@@ -262,7 +310,7 @@ impl VonageSimulator {
     }
 }
 
-fn route(core: &SimCore, state: &Mutex<BTreeMap<String, VonageSubscription>>, request: SimHttpRequest) -> Response {
+fn route(core: &SimCore, state: &Mutex<State>, request: SimHttpRequest) -> Response {
     if request.path == TOKEN_PATH && request.method == Method::POST {
         return token(core, &request);
     }
@@ -271,7 +319,12 @@ fn route(core: &SimCore, state: &Mutex<BTreeMap<String, VonageSubscription>>, re
     };
     let scopes = match core.authorize(&request.headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(_) => {
+            return json_response(
+                401,
+                &json!({"error": "invalid_token", "error_description": "The access token is invalid or has expired"}),
+            );
+        }
     };
     let accept = request
         .headers
@@ -286,20 +339,27 @@ fn route(core: &SimCore, state: &Mutex<BTreeMap<String, VonageSubscription>>, re
     } else {
         "admin:write"
     };
+    // Documented: a token without the scope an endpoint needs gets 401, not 403.
     if !scopes.iter().any(|s| s == needed) {
-        return error(403, &format!("the token lacks the {needed} scope"));
+        return error(401, "Unauthorized");
     }
-    let mut subs = state.lock().expect("state");
+    let now = core.clock.now();
+    let mut state = state.lock().expect("state");
     let segments: Vec<&str> = rest.trim_matches('/').split('/').collect();
     match (request.method.clone(), segments.as_slice()) {
         (Method::GET, ["event-types"]) => json_response(
             200,
             &json!({"eventTypes": EVENT_TYPES.iter().map(|t| json!({"name": t, "description": format!("{t} notification"), "jsonSchema": {}})).collect::<Vec<_>>()}),
         ),
-        (Method::GET, ["subscriptions"]) => json_response(
-            200,
-            &json!({"subscriptions": subs.values().map(|s| render(s, false)).collect::<Vec<_>>()}),
-        ),
+        (Method::GET, ["subscriptions"]) => {
+            let shown: Vec<Value> = state
+                .subscriptions
+                .keys()
+                .filter_map(|id| state.shown(id, now))
+                .map(|s| render(s, false))
+                .collect();
+            json_response(200, &json!({"subscriptions": shown}))
+        }
         (Method::POST, ["subscriptions"]) => {
             let body = match request.json() {
                 Ok(b) => b,
@@ -309,8 +369,9 @@ fn route(core: &SimCore, state: &Mutex<BTreeMap<String, VonageSubscription>>, re
                 return error(400, &message);
             }
             let name = body["name"].as_str().unwrap_or_default();
-            if subs.values().any(|s| s.name == name) {
-                return error(409, &format!("a subscription named {name} already exists"));
+            // Names are unique whether reads show the holder yet or not.
+            if state.subscriptions.values().any(|s| s.current.name == name) {
+                return error(400, &format!("A subscription with the name '{name}' already exists"));
             }
             let sub = VonageSubscription {
                 id: random_id(27),
@@ -330,15 +391,27 @@ fn route(core: &SimCore, state: &Mutex<BTreeMap<String, VonageSubscription>>, re
             };
             // The secret comes back only here, once.
             let rendered = render(&sub, true);
-            subs.insert(sub.id.clone(), sub);
-            json_response(201, &rendered)
+            let visible_at = state.visible_at(now);
+            state.subscriptions.insert(
+                sub.id.clone(),
+                Stored {
+                    current: sub,
+                    shown_before: None,
+                    visible_at,
+                },
+            );
+            json_response(200, &rendered)
         }
         (method, ["subscriptions", id]) => {
-            if !subs.contains_key(*id) {
-                return error(404, &format!("subscription {id} not found"));
+            let id = id.to_string();
+            if !state.subscriptions.contains_key(&id) {
+                return error(404, &format!("Subscription {id} not found"));
             }
             match method {
-                Method::GET => json_response(200, &render(&subs[*id], false)),
+                Method::GET => match state.shown(&id, now) {
+                    Some(sub) => json_response(200, &render(sub, false)),
+                    None => error(404, &format!("Subscription {id} not found")),
+                },
                 Method::PATCH => {
                     let body = match request.json() {
                         Ok(b) => b,
@@ -348,11 +421,17 @@ fn route(core: &SimCore, state: &Mutex<BTreeMap<String, VonageSubscription>>, re
                         return error(400, &message);
                     }
                     if let Some(name) = body["name"].as_str()
-                        && subs.values().any(|s| s.name == name && s.id != *id)
+                        && state
+                            .subscriptions
+                            .values()
+                            .any(|s| s.current.name == name && s.current.id != id)
                     {
-                        return error(409, &format!("a subscription named {name} already exists"));
+                        return error(400, &format!("A subscription with the name '{name}' already exists"));
                     }
-                    let sub = subs.get_mut(*id).expect("checked");
+                    let shown_before = state.shown(&id, now).cloned();
+                    let visible_at = state.visible_at(now);
+                    let stored = state.subscriptions.get_mut(&id).expect("checked");
+                    let sub = &mut stored.current;
                     if let Some(v) = body["name"].as_str() {
                         sub.name = v.into();
                     }
@@ -368,13 +447,16 @@ fn route(core: &SimCore, state: &Mutex<BTreeMap<String, VonageSubscription>>, re
                     if let Some(v) = body["secret"].as_str() {
                         sub.secret = v.into();
                     }
-                    json_response(200, &render(sub, false))
+                    let rendered = render(sub, false);
+                    stored.shown_before = shown_before;
+                    stored.visible_at = visible_at;
+                    json_response(200, &rendered)
                 }
                 Method::DELETE => {
-                    subs.remove(*id);
-                    empty_response(204)
+                    let gone = state.subscriptions.remove(&id).expect("checked");
+                    json_response(200, &render(&gone.current, false))
                 }
-                _ => error(405, "method not allowed"),
+                _ => error(405, "Method Not Allowed"),
             }
         }
         _ => error(404, "Not Found"),
