@@ -37,8 +37,6 @@ const PROVIDER: &str = "authvia";
 pub const DEFAULT_BASE_URL: &str = "https://api.authvia.com/v3";
 /// Page size asked for when listing.
 const PAGE_LIMIT: u32 = 100;
-/// A bound on pages followed, in case `next` ever loops.
-const MAX_PAGES: usize = 10_000;
 /// The token lifetime we ask for.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 
@@ -376,35 +374,14 @@ impl WebhookApi for AuthviaClient {
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<Remote>>> {
         Box::pin(async move {
-            let mut url = format!("{}?limit={PAGE_LIMIT}", self.collection());
-            let mut all = Vec::new();
-            let mut pages_seen = std::collections::HashSet::new();
-            // A subscription on two pages (they shift while read) is one subscription.
-            let mut ids_seen = std::collections::HashSet::new();
-            for _ in 0..MAX_PAGES {
-                if !pages_seen.insert(url.clone()) {
-                    break;
-                }
-                let reply = self
-                    .send(Call::new("list", Method::GET, url.clone()), Operation::Read)
-                    .await?;
+            let first = format!("{}?limit={PAGE_LIMIT}", self.collection());
+            super::follow_pages(PROVIDER, &self.base_url, first, |url| async move {
+                let reply = self.send(Call::new("list", Method::GET, url), Operation::Read).await?;
                 let value: Value = reply.parse(PROVIDER, "list")?;
                 let (items, next) = Self::page(&value);
-                all.extend(
-                    items
-                        .iter()
-                        .filter_map(remote_from)
-                        .filter(|r| ids_seen.insert(r.id.clone())),
-                );
-                match next {
-                    Some(next) => {
-                        url = super::http::same_origin_link(&self.base_url, &next)
-                            .map_err(|why| ProviderError::new(ErrorKind::Transient, PROVIDER, "list", why))?
-                    }
-                    None => break,
-                }
-            }
-            Ok(all)
+                Ok((items.iter().filter_map(remote_from).collect(), next))
+            })
+            .await
         })
     }
 

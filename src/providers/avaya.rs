@@ -20,8 +20,6 @@ use super::{
 const PROVIDER: &str = "avaya";
 /// The page size the API allows at most.
 const PAGE_SIZE: u32 = 25;
-/// A bound on pages followed, in case `links.next` ever loops.
-const MAX_PAGES: usize = 10_000;
 /// The header that carries the delivery token when none is named (the API's default).
 const DEFAULT_TOKEN_HEADER: &str = "auth-token";
 /// The share of its lifetime a token must still have to create or renew: a subscription's expiry is tied
@@ -197,34 +195,19 @@ impl WebhookApi for AvayaClient {
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<Remote>>> {
         Box::pin(async move {
-            let mut url = self.url(&format!("/subscriptions?pageNumber=1&pageSize={PAGE_SIZE}"));
-            let mut all = Vec::new();
-            let mut pages_seen = std::collections::HashSet::new();
-            // Pages shift while they are read (a create or delete between two pages): a subscription
-            // seen on two pages is one subscription.
-            let mut ids_seen = std::collections::HashSet::new();
-            for _ in 0..MAX_PAGES {
-                if !pages_seen.insert(url.clone()) {
-                    break;
-                }
-                let reply = self.api.get("list", url.clone()).await?;
-                let page: Value = reply.parse(PROVIDER, "list")?;
-                for item in page["subscriptions"].as_array().into_iter().flatten() {
-                    if let Some(remote) = remote_from(item, self.api.clock().now())
-                        && ids_seen.insert(remote.id.clone())
-                    {
-                        all.push(remote);
-                    }
-                }
-                match page["links"]["next"].as_str().filter(|n| !n.is_empty()) {
-                    Some(next) => {
-                        url = crate::providers::http::same_origin_link(&self.base_url, next)
-                            .map_err(|why| ProviderError::new(ErrorKind::Transient, PROVIDER, "list", why))?
-                    }
-                    None => break,
-                }
-            }
-            Ok(all)
+            let first = self.url(&format!("/subscriptions?pageNumber=1&pageSize={PAGE_SIZE}"));
+            super::follow_pages(PROVIDER, &self.base_url, first, |url| async move {
+                let page: Value = self.api.get("list", url).await?.parse(PROVIDER, "list")?;
+                let now = self.api.clock().now();
+                let items = page["subscriptions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|item| remote_from(item, now))
+                    .collect();
+                Ok((items, page["links"]["next"].as_str().map(str::to_string)))
+            })
+            .await
         })
     }
 

@@ -449,6 +449,43 @@ pub fn matching(listed: Vec<Remote>, keys: &[Field], desired: &Desired) -> Vec<R
         .collect()
 }
 
+/// A bound on pages followed, in case next-page links ever loop.
+const MAX_PAGES: usize = 10_000;
+
+/// Reads a paginated listing: `first`, then each next-page link `fetch` returns (at the API's own origin
+/// only, each page once, at most [`MAX_PAGES`]). Pages shift while they are read (a create or delete
+/// between two pages): a subscription seen on two pages is one subscription.
+pub(crate) async fn follow_pages<F, Fut>(
+    provider: &'static str,
+    base_url: &str,
+    first: String,
+    mut fetch: F,
+) -> Result<Vec<Remote>>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<Remote>, Option<String>)>>,
+{
+    let mut url = first;
+    let mut all = Vec::new();
+    let mut pages_seen = std::collections::HashSet::new();
+    let mut ids_seen = std::collections::HashSet::new();
+    for _ in 0..MAX_PAGES {
+        if !pages_seen.insert(url.clone()) {
+            break;
+        }
+        let (page, next) = fetch(url).await?;
+        all.extend(page.into_iter().filter(|r| ids_seen.insert(r.id.clone())));
+        match next.filter(|n| !n.is_empty()) {
+            Some(next) => {
+                url = http::same_origin_link(base_url, &next)
+                    .map_err(|why| ProviderError::new(ErrorKind::Transient, provider, "list", why))?
+            }
+            None => break,
+        }
+    }
+    Ok(all)
+}
+
 /// The error for a subscription handed to the client of another provider.
 pub(crate) fn wrong_block(provider: ProviderType) -> ProviderError {
     let name = provider.as_str();

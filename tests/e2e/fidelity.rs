@@ -8,9 +8,6 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use webhook_operator::providers::authvia::AuthviaClient;
-use webhook_operator::providers::avaya::AvayaClient;
-use webhook_operator::providers::vonage::VonageClient;
 use webhook_operator::providers::{DesiredSpec, ErrorKind, Field, WebhookApi, drift};
 use webhook_operator::sandbox::providers::authvia::AuthviaSimulator;
 use webhook_operator::sandbox::providers::avaya::{AvayaQuirks, AvayaSimulator};
@@ -20,7 +17,7 @@ use webhook_operator::sandbox::receiver::Receiver;
 use crate::support::env::{Env, condition};
 use crate::support::fixtures::{
     AUTHVIA_ACCOUNT, AUTHVIA_ID, AUTHVIA_KEY, AUTHVIA_SIGNING, AVAYA_ID, AVAYA_SECRET, AVAYA_TOKEN, NS, Sub, VONAGE_ID,
-    VONAGE_SECRET, account, authvia_desired, avaya_desired, local, vonage_desired,
+    VONAGE_SECRET, authvia_client, authvia_desired, avaya_client, avaya_desired, local, vonage_client, vonage_desired,
 };
 use crate::support::poll::{eventually, until};
 
@@ -79,16 +76,7 @@ async fn authvia_tokens_carry_the_scopes_each_call_needs_and_a_missing_one_is_na
         "subscriptions:delete",
         "business_processes:read",
     ]));
-    let client = AuthviaClient::new(
-        account(
-            sim.base_url(),
-            AuthviaClient::token_url(&sim.base_url()),
-            AUTHVIA_ID,
-            AUTHVIA_KEY,
-        ),
-        AUTHVIA_ACCOUNT,
-        Vec::new(),
-    );
+    let client = authvia_client(&sim, Vec::new());
     let mut desired = authvia_desired("https://hooks.example.com/authvia/s", SIGNING, "v1");
     let err = client.create(&desired).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Forbidden);
@@ -137,16 +125,7 @@ async fn authvia_tokens_carry_the_scopes_each_call_needs_and_a_missing_one_is_na
     assert!(err.message.contains("customers:read is required"), "{err}");
 
     // Extra scopes of the provider ride along on every token.
-    let extra = AuthviaClient::new(
-        account(
-            sim.base_url(),
-            AuthviaClient::token_url(&sim.base_url()),
-            AUTHVIA_ID,
-            AUTHVIA_KEY,
-        ),
-        AUTHVIA_ACCOUNT,
-        vec!["customers:read".into()],
-    );
+    let extra = authvia_client(&sim, vec!["customers:read".into()]);
     sim.grant(None);
     sim.core.clear_requests();
     extra.list().await.unwrap();
@@ -162,7 +141,7 @@ async fn avaya_updates_send_the_whole_transport_and_a_removed_token_is_cleared()
         mask_tokens: true,
         ..Default::default()
     });
-    let client = AvayaClient::new(account(sim.base_url(), sim.token_url(), AVAYA_ID, AVAYA_SECRET));
+    let client = avaya_client(&sim);
     let desired = avaya_desired("https://hooks.example.com/avaya/t", "token-0000-one");
     let created = client.create(&desired).await.unwrap();
     let read = client.get(&created.id).await.unwrap();
@@ -229,7 +208,7 @@ async fn avaya_expiry_is_bound_to_the_token_so_creates_and_renewals_take_a_fresh
     let sim = AvayaSimulator::start(local(), AVAYA_ID, AVAYA_SECRET, Duration::from_secs(3600))
         .await
         .unwrap();
-    let client = AvayaClient::new(account(sim.base_url(), sim.token_url(), AVAYA_ID, AVAYA_SECRET));
+    let client = avaya_client(&sim);
     let desired = avaya_desired("https://hooks.example.com/avaya/e", "token-0000-two");
     let created = client.create(&desired).await.unwrap();
     let left = created
@@ -256,7 +235,7 @@ async fn avaya_expiry_is_bound_to_the_token_so_creates_and_renewals_take_a_fresh
 
     // Tokens of 4 s: 1.5 s into one, a renewal would get at most 2.5 s; the client takes a new token.
     sim.core.set_token_lifetime(Duration::from_secs(4));
-    let short = AvayaClient::new(account(sim.base_url(), sim.token_url(), AVAYA_ID, AVAYA_SECRET));
+    let short = avaya_client(&sim);
     short.check_credentials().await.unwrap();
     let fetched = short.api().tokens().fetches();
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -290,7 +269,7 @@ async fn listings_see_every_subscription_exactly_once() {
     for i in 0..60 {
         avaya.insert(&["AGENT"], &["ALL"], &format!("https://h.example.com/{i}"), None);
     }
-    let client = AvayaClient::new(account(avaya.base_url(), avaya.token_url(), AVAYA_ID, AVAYA_SECRET));
+    let client = avaya_client(&avaya);
     let listed = client.list().await.unwrap();
     let ids: BTreeSet<&str> = listed.iter().map(|r| r.id.as_str()).collect();
     assert_eq!((listed.len(), ids.len()), (60, 60), "each once");
@@ -302,16 +281,7 @@ async fn listings_see_every_subscription_exactly_once() {
     for i in 0..250 {
         authvia.insert("business_processes.update", &format!("https://h.example.com/{i}"));
     }
-    let client = AuthviaClient::new(
-        account(
-            authvia.base_url(),
-            AuthviaClient::token_url(&authvia.base_url()),
-            AUTHVIA_ID,
-            AUTHVIA_KEY,
-        ),
-        AUTHVIA_ACCOUNT,
-        Vec::new(),
-    );
+    let client = authvia_client(&authvia, Vec::new());
     let listed = client.list().await.unwrap();
     let ids: BTreeSet<&str> = listed.iter().map(|r| r.id.as_str()).collect();
     assert_eq!((listed.len(), ids.len()), (250, 250));
@@ -332,7 +302,7 @@ async fn listings_see_every_subscription_exactly_once() {
 #[tokio::test]
 async fn vonage_answers_as_its_responses_page_documents() {
     let sim = VonageSimulator::start(local(), VONAGE_ID, VONAGE_SECRET).await.unwrap();
-    let client = VonageClient::new(account(sim.base_url(), sim.token_url(), VONAGE_ID, VONAGE_SECRET));
+    let client = vonage_client(&sim);
     let desired = vonage_desired("team-a-orders", "https://hooks.example.com/vonage/a", None);
     let created = client.create(&desired).await.unwrap();
     assert_eq!(sim.core.requests().last().unwrap().status, 200, "every success is 200");
@@ -614,36 +584,17 @@ async fn gateway_answers_are_transient_on_every_provider() {
         .unwrap();
     let clients: Vec<(Box<dyn WebhookApi>, &SimCore, String)> = vec![
         (
-            Box::new(AvayaClient::new(account(
-                avaya.base_url(),
-                avaya.token_url(),
-                AVAYA_ID,
-                AVAYA_SECRET,
-            ))),
+            Box::new(avaya_client(&avaya)),
             &avaya.core,
             avaya.insert(&["AGENT"], &["ALL"], "https://h.example.com/g", None),
         ),
         (
-            Box::new(VonageClient::new(account(
-                vonage.base_url(),
-                vonage.token_url(),
-                VONAGE_ID,
-                VONAGE_SECRET,
-            ))),
+            Box::new(vonage_client(&vonage)),
             &vonage.core,
             vonage.insert("gateway-test", "https://h.example.com/g", &["agent.presencechanged.v1"]),
         ),
         (
-            Box::new(AuthviaClient::new(
-                account(
-                    authvia.base_url(),
-                    AuthviaClient::token_url(&authvia.base_url()),
-                    AUTHVIA_ID,
-                    AUTHVIA_KEY,
-                ),
-                AUTHVIA_ACCOUNT,
-                Vec::new(),
-            )),
+            Box::new(authvia_client(&authvia, Vec::new())),
             &authvia.core,
             authvia.insert("business_processes.update", "https://h.example.com/g"),
         ),

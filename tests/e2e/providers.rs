@@ -19,7 +19,7 @@ use webhook_operator::sandbox::receiver::{Expectation, Receiver};
 
 use crate::support::fixtures::{
     AUTHVIA_ACCOUNT, AUTHVIA_ID, AUTHVIA_KEY, AVAYA_ID, AVAYA_SECRET, VONAGE_ID, VONAGE_SECRET, account,
-    authvia_desired, avaya_desired, local, vonage_desired,
+    authvia_client, authvia_desired, avaya_client, avaya_desired, local, vonage_client, vonage_desired,
 };
 
 fn kind_of<T: std::fmt::Debug>(result: Result<T, webhook_operator::providers::ProviderError>) -> ErrorKind {
@@ -33,7 +33,7 @@ async fn avaya_client_against_its_simulator() {
         .unwrap();
     let receiver = Receiver::start(local()).await.unwrap();
     sim.core.deliver_to(Some(receiver.url()));
-    let client = AvayaClient::new(account(sim.base_url(), sim.token_url(), AVAYA_ID, AVAYA_SECRET));
+    let client = avaya_client(&sim);
 
     client.check_credentials().await.unwrap();
     let desired = avaya_desired("https://hooks.example.com/avaya/one", "token-one-0001");
@@ -146,7 +146,7 @@ async fn shared_http_layer_retries_refreshes_and_classifies() {
     let sim = AvayaSimulator::start(local(), AVAYA_ID, AVAYA_SECRET, Duration::from_secs(600))
         .await
         .unwrap();
-    let client = AvayaClient::new(account(sim.base_url(), sim.token_url(), AVAYA_ID, AVAYA_SECRET));
+    let client = avaya_client(&sim);
     let id = sim.insert(&["AGENT"], &["ALL"], "https://hooks.example.com/x", None);
 
     // 5xx on a read: retried with backoff, then success.
@@ -207,7 +207,7 @@ async fn shared_http_layer_retries_refreshes_and_classifies() {
     sim.core.revoke_tokens();
     sim.core
         .inject(SimFault::on("/openid-connect/token", SimFaultAction::Status(503, None)));
-    let fresh = AvayaClient::new(account(sim.base_url(), sim.token_url(), AVAYA_ID, AVAYA_SECRET));
+    let fresh = avaya_client(&sim);
     assert_eq!(kind_of(fresh.get(&id).await), ErrorKind::Transient);
     sim.core.clear_faults();
 
@@ -228,7 +228,7 @@ async fn vonage_client_against_its_simulator() {
     let sim = VonageSimulator::start(local(), VONAGE_ID, VONAGE_SECRET).await.unwrap();
     let receiver = Receiver::start(local()).await.unwrap();
     sim.core.deliver_to(Some(receiver.url()));
-    let client = VonageClient::new(account(sim.base_url(), sim.token_url(), VONAGE_ID, VONAGE_SECRET));
+    let client = vonage_client(&sim);
 
     assert!(
         client
@@ -507,18 +507,9 @@ async fn full_cycle_without_leaks(captured: Captured) {
     for core in [&avaya.core, &vonage.core, &authvia.core] {
         core.deliver_to(Some(receiver.url()));
     }
-    let avaya_client = AvayaClient::new(account(avaya.base_url(), avaya.token_url(), AVAYA_ID, AVAYA_SECRET));
-    let vonage_client = VonageClient::new(account(vonage.base_url(), vonage.token_url(), VONAGE_ID, VONAGE_SECRET));
-    let authvia_client = AuthviaClient::new(
-        account(
-            authvia.base_url(),
-            AuthviaClient::token_url(&authvia.base_url()),
-            AUTHVIA_ID,
-            AUTHVIA_KEY,
-        ),
-        AUTHVIA_ACCOUNT,
-        Vec::new(),
-    );
+    let avaya_client = avaya_client(&avaya);
+    let vonage_client = vonage_client(&vonage);
+    let authvia_client = authvia_client(&authvia, Vec::new());
     let secrets = [
         "avaya-token-first-aaaa",
         "avaya-token-rotated-bbbb",

@@ -82,22 +82,16 @@ impl Facts {
     /// Whether the provider may not show our last write yet (a read that misses the subscription then is
     /// not believed).
     fn wrote_recently(&self) -> bool {
-        self.within_propagation(self.status.last_remote_write_time.as_deref())
-    }
-
-    /// Whether a create of ours may have happened too recently to show in a listing (leak recovery that
-    /// finds nothing then waits rather than create a second one, or collide on Vonage's unique name).
-    fn create_pending_recently(&self) -> bool {
-        self.within_propagation(self.annotations.create_pending.as_deref())
-    }
-
-    /// Whether `time` is less than the provider's propagation delay ago.
-    fn within_propagation(&self, time: Option<&str>) -> bool {
         let delay = bindings::propagation_delay(self.provider);
         !delay.is_zero()
-            && time.and_then(|t| t.parse::<Timestamp>().ok()).is_some_and(|written| {
-                self.now.duration_since(written) < SignedDuration::try_from(delay).unwrap_or(SignedDuration::MAX)
-            })
+            && self
+                .status
+                .last_remote_write_time
+                .as_deref()
+                .and_then(|t| t.parse::<Timestamp>().ok())
+                .is_some_and(|written| {
+                    self.now.duration_since(written) < SignedDuration::try_from(delay).unwrap_or(SignedDuration::MAX)
+                })
     }
 
     /// Whether the user asked for the remote subscription to be set as the spec says: a spec change or
@@ -407,14 +401,8 @@ pub fn decide(facts: &Facts, desired: &Desired, observation: Observation) -> Act
                 },
                 // A create of ours may have succeeded before its id was recorded: take the single match.
                 (Search::LeakRecovery, _, 1) => adopt(facts, desired, matches.remove(0)),
-                (Search::LeakRecovery, _, 0) if facts.create_pending_recently() => Action::Blocked {
-                    reason: Reason::NotVisibleYet,
-                    message: format!(
-                        "a create of this subscription was sent less than {} s ago and {} does not list it yet; it is looked for again rather than created twice",
-                        bindings::propagation_delay(facts.provider).as_secs(),
-                        facts.provider.as_str()
-                    ),
-                },
+                // Nothing listed yet after a create whose answer was lost: Vonage may not show it for
+                // 30 s, but its unique name refuses a second one (a conflict, retried until it shows).
                 (Search::LeakRecovery, _, _) => Action::Create,
                 (Search::BeforeCreate, _, 0) if !claimed.is_empty() => {
                     let taken = &claimed[0];

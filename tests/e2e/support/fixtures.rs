@@ -13,8 +13,14 @@ use webhook_operator::api::{
     VonageSubscription, WebhookSubscription, WebhookSubscriptionSpec,
 };
 use webhook_operator::clock::SharedClock;
+use webhook_operator::providers::authvia::AuthviaClient;
+use webhook_operator::providers::avaya::AvayaClient;
 use webhook_operator::providers::http::{RetryPolicy, http_client};
+use webhook_operator::providers::vonage::VonageClient;
 use webhook_operator::providers::{AccountConfig, AuthviaDesired, AvayaDesired, Desired, DesiredSpec, VonageDesired};
+use webhook_operator::sandbox::providers::authvia::AuthviaSimulator;
+use webhook_operator::sandbox::providers::avaya::AvayaSimulator;
+use webhook_operator::sandbox::providers::vonage::VonageSimulator;
 
 /// The namespace the operator tests use.
 pub const NS: &str = "default";
@@ -48,6 +54,30 @@ pub fn account(base_url: String, token_url: String, id: &str, secret: &str) -> A
         http: http_client(Duration::from_secs(5)),
         clock: Arc::new(webhook_operator::clock::SystemClock) as SharedClock,
     }
+}
+
+/// A client of the Avaya simulator with its credentials.
+pub fn avaya_client(sim: &AvayaSimulator) -> AvayaClient {
+    AvayaClient::new(account(sim.base_url(), sim.token_url(), AVAYA_ID, AVAYA_SECRET))
+}
+
+/// A client of the Vonage simulator with its credentials.
+pub fn vonage_client(sim: &VonageSimulator) -> VonageClient {
+    VonageClient::new(account(sim.base_url(), sim.token_url(), VONAGE_ID, VONAGE_SECRET))
+}
+
+/// A client of the AuthVia simulator with its credentials, adding `extra_scopes` to every token.
+pub fn authvia_client(sim: &AuthviaSimulator, extra_scopes: Vec<String>) -> AuthviaClient {
+    AuthviaClient::new(
+        account(
+            sim.base_url(),
+            AuthviaClient::token_url(&sim.base_url()),
+            AUTHVIA_ID,
+            AUTHVIA_KEY,
+        ),
+        AUTHVIA_ACCOUNT,
+        extra_scopes,
+    )
 }
 
 pub const AVAYA_TOKEN: &str = "avaya-delivery-token-one";
