@@ -218,3 +218,53 @@ async fn kubectl_applies_lists_rejects_and_deletes() {
     );
     let _ = std::fs::remove_dir_all(&kubectl.home);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_manages_config_maps() {
+    let Some(binary) = kubectl_binary() else { return };
+    let emulator = Emulator::start(EmulatorOptions::default()).await.unwrap();
+    let kubectl = Kubectl::new(binary, &emulator, "configmaps");
+    let file = kubectl.home.join("settings.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: default\ndata:\n  level: debug\n  mode: fast\n",
+    )
+    .unwrap();
+    let applied = kubectl.ok(&["apply", "-f", file.to_str().unwrap()]).await;
+    assert!(applied.contains("configmap/settings created"), "{applied}");
+    let table = kubectl.ok(&["get", "cm", "settings"]).await;
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, vec!["NAME", "DATA", "AGE"]);
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(&row[..2], &["settings", "2"], "{table}");
+    kubectl
+        .ok(&[
+            "patch",
+            "configmap",
+            "settings",
+            "--type=merge",
+            "-p",
+            r#"{"data":{"level":"info"}}"#,
+        ])
+        .await;
+    let level = kubectl
+        .ok(&["get", "configmap", "settings", "-o", "jsonpath={.data.level}"])
+        .await;
+    assert_eq!(level.trim(), "info");
+    let refused = kubectl
+        .run(&[
+            "patch",
+            "configmap",
+            "settings",
+            "--type=merge",
+            "-p",
+            r#"{"data":{"bad key":"x"}}"#,
+        ])
+        .await;
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("a valid config key"), "{stderr}");
+    kubectl.ok(&["delete", "configmap", "settings", "--wait"]).await;
+    let gone = kubectl.run(&["get", "configmap", "settings"]).await;
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("NotFound"));
+}

@@ -96,12 +96,14 @@ impl ResourceType {
     }
 }
 
-/// The built-in resources: Namespaces, Secrets, Events (both APIs), Leases and CRDs.
+/// The built-in resources: Namespaces, Secrets, ConfigMaps, Events (both APIs), Leases and CRDs.
 pub fn builtins() -> Vec<ResourceType> {
     let mut namespaces = ResourceType::builtin("", "v1", "namespaces", "Namespace", false);
     namespaces.short_names = vec!["ns".into()];
     namespaces.status_subresource = true;
     let secrets = ResourceType::builtin("", "v1", "secrets", "Secret", true);
+    let mut config_maps = ResourceType::builtin("", "v1", "configmaps", "ConfigMap", true);
+    config_maps.short_names = vec!["cm".into()];
     let mut core_events = ResourceType::builtin("", "v1", "events", "Event", true);
     core_events.short_names = vec!["ev".into()];
     core_events.create_on_update = true;
@@ -122,7 +124,7 @@ pub fn builtins() -> Vec<ResourceType> {
     crds.status_subresource = true;
     crds.has_generation = true;
     crds.requires_resource_version_on_update = true;
-    vec![namespaces, secrets, core_events, events, leases, crds]
+    vec![namespaces, secrets, config_maps, core_events, events, leases, crds]
 }
 
 /// The resource types a CRD serves, one per served version. Errors name what is wrong with the CRD.

@@ -188,6 +188,10 @@ fn columns(rt: &ResourceType) -> Vec<Column> {
             column("Data", "integer", ".data", "The number of keys in the secret"),
             column("Age", "date", ".metadata.creationTimestamp", "Age"),
         ]),
+        (false, "configmaps") => columns.extend([
+            column("Data", "integer", ".data", "The number of keys in the config map"),
+            column("Age", "date", ".metadata.creationTimestamp", "Age"),
+        ]),
         (false, "namespaces") => columns.extend([
             column("Status", "string", ".status.phase", "The status of the namespace"),
             column("Age", "date", ".metadata.creationTimestamp", "Age"),

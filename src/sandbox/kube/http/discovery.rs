@@ -61,9 +61,10 @@ pub(super) fn resource_list(resources: &[ResourceType], group: &str, version: &s
 }
 
 /// The built-in kinds kubectl may apply, per OpenAPI group-version document.
-pub(super) const OPENAPI_KINDS: [(&str, &str, &str, &str, &str, bool); 6] = [
+pub(super) const OPENAPI_KINDS: [(&str, &str, &str, &str, &str, bool); 7] = [
     ("api/v1", "", "v1", "Namespace", "namespaces", false),
     ("api/v1", "", "v1", "Secret", "secrets", true),
+    ("api/v1", "", "v1", "ConfigMap", "configmaps", true),
     ("api/v1", "", "v1", "Event", "events", true),
     ("apis/events.k8s.io/v1", "events.k8s.io", "v1", "Event", "events", true),
     (

@@ -1,4 +1,5 @@
-//! Admission of the built-in kinds the emulator validates itself: `events.k8s.io/v1` Events and Secrets.
+//! Admission of the built-in kinds the emulator validates itself: `events.k8s.io/v1` Events, Secrets and
+//! ConfigMaps.
 
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
@@ -18,6 +19,7 @@ impl State {
         let name = meta_str(&object, "name").unwrap_or_default().to_string();
         match (rt.group.as_str(), rt.plural.as_str()) {
             ("", "secrets") => admit_secret(rt, &name, &mut object, old)?,
+            ("", "configmaps") => admit_config_map(rt, &name, &object, old)?,
             ("events.k8s.io", "events") => {
                 let causes = event_violations(&object, old);
                 if !causes.is_empty() {
@@ -239,9 +241,130 @@ pub(super) fn admit_secret(
     }
 }
 
+/// Whether `key` is a valid Secret or ConfigMap key (`IsConfigMapKey`).
+fn is_config_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 253
+        && key != "."
+        && key != ".."
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+}
+
+/// ConfigMaps (`ValidateConfigMap`): keys, string `data`, base64 `binaryData`, no key in both, at most
+/// 1 MiB in all, and `immutable`.
+pub(super) fn admit_config_map(
+    rt: &ResourceType,
+    name: &str,
+    object: &Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    let engine = base64::engine::general_purpose::STANDARD;
+    let mut causes = Vec::new();
+    let mut cause = |reason: &str, message: String, field: String| {
+        causes.push(json!({"reason": reason, "message": message, "field": field}));
+    };
+    let mut size = 0usize;
+    let data = object["data"].as_object();
+    for (k, v) in data.into_iter().flatten() {
+        if !is_config_key(k) {
+            cause(
+                "FieldValueInvalid",
+                format!(
+                    "Invalid value: \"{k}\": a valid config key must consist of alphanumeric characters, '-', '_' or '.'"
+                ),
+                format!("data[{k}]"),
+            );
+        }
+        match v.as_str() {
+            Some(text) => size = size.saturating_add(text.len()),
+            None => cause(
+                "FieldValueTypeInvalid",
+                "Invalid value: must be a string".into(),
+                format!("data[{k}]"),
+            ),
+        }
+    }
+    for (k, v) in object["binaryData"].as_object().into_iter().flatten() {
+        if !is_config_key(k) {
+            cause(
+                "FieldValueInvalid",
+                format!(
+                    "Invalid value: \"{k}\": a valid config key must consist of alphanumeric characters, '-', '_' or '.'"
+                ),
+                format!("binaryData[{k}]"),
+            );
+        }
+        if data.is_some_and(|d| d.contains_key(k)) {
+            cause(
+                "FieldValueInvalid",
+                format!("Invalid value: \"{k}\": duplicate of key present in data"),
+                format!("binaryData[{k}]"),
+            );
+        }
+        match v.as_str().map(|s| engine.decode(s)) {
+            Some(Ok(bytes)) => size = size.saturating_add(bytes.len()),
+            _ => cause(
+                "FieldValueInvalid",
+                "Invalid value: illegal base64 data".into(),
+                format!("binaryData[{k}]"),
+            ),
+        }
+    }
+    if size > 1024 * 1024 {
+        cause(
+            "FieldValueTooLong",
+            "Too long: may not be more than 1048576 bytes".into(),
+            "data".into(),
+        );
+    }
+    if let Some(old) = old
+        && old["immutable"] == json!(true)
+        && (old["data"] != object["data"]
+            || old["binaryData"] != object["binaryData"]
+            || old["immutable"] != object["immutable"])
+    {
+        cause(
+            "FieldValueForbidden",
+            "Forbidden: field is immutable when `immutable` is set".into(),
+            "data".into(),
+        );
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(&rt.kind, name, &rt.group, causes))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_maps_take_string_and_binary_data_within_their_rules() {
+        let cms = crate::sandbox::kube::resources::builtins()
+            .into_iter()
+            .find(|r| r.plural == "configmaps")
+            .expect("config maps are built in");
+        admit_config_map(
+            &cms,
+            "c",
+            &json!({"data": {"a.b": "x"}, "binaryData": {"bin": "AAE="}}),
+            None,
+        )
+        .unwrap();
+        for bad in [
+            json!({"data": {"bad key": "x"}}),
+            json!({"data": {"k": 1}}),
+            json!({"binaryData": {"k": "not base64!"}}),
+            json!({"data": {"k": "x"}, "binaryData": {"k": "AAE="}}),
+            json!({"data": {"k": "x".repeat(1024 * 1024 + 1)}}),
+        ] {
+            assert_eq!(admit_config_map(&cms, "c", &bad, None).unwrap_err().code, 422, "{bad}");
+        }
+        let old = json!({"data": {"k": "x"}, "immutable": true});
+        assert!(admit_config_map(&cms, "c", &json!({"data": {"k": "y"}, "immutable": true}), Some(&old)).is_err());
+    }
 
     fn secrets() -> ResourceType {
         crate::sandbox::kube::resources::builtins()
