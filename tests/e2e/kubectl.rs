@@ -268,3 +268,52 @@ async fn kubectl_manages_config_maps() {
     let gone = kubectl.run(&["get", "configmap", "settings"]).await;
     assert!(String::from_utf8_lossy(&gone.stderr).contains("NotFound"));
 }
+
+/// What a new user types first: kubectl sends these built-in kinds as protobuf.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_create_namespace_secret_and_configmap_work_as_on_a_cluster() {
+    let Some(binary) = kubectl_binary() else { return };
+    let emulator = Emulator::start(EmulatorOptions::default()).await.unwrap();
+    let kubectl = Kubectl::new(binary, &emulator, "create");
+    let created = kubectl.ok(&["create", "namespace", "team-a"]).await;
+    assert!(created.contains("namespace/team-a created"), "{created}");
+    kubectl
+        .ok(&[
+            "create",
+            "secret",
+            "generic",
+            "avaya-credentials",
+            "-n",
+            "team-a",
+            "--from-literal=clientId=client-1",
+            "--from-literal=clientSecret=s3cret",
+        ])
+        .await;
+    let secret = kubectl
+        .ok(&[
+            "get",
+            "secret",
+            "avaya-credentials",
+            "-n",
+            "team-a",
+            "-o",
+            "jsonpath={.type} {.data.clientId}",
+        ])
+        .await;
+    assert_eq!(secret.trim(), "Opaque Y2xpZW50LTE=", "type defaulted, data base64");
+    kubectl
+        .ok(&[
+            "create",
+            "configmap",
+            "settings",
+            "-n",
+            "team-a",
+            "--from-literal=level=debug",
+        ])
+        .await;
+    let level = kubectl
+        .ok(&["get", "cm", "settings", "-n", "team-a", "-o", "jsonpath={.data.level}"])
+        .await;
+    assert_eq!(level.trim(), "debug");
+    assert!(emulator.requests().iter().filter(|r| r.method == "POST").count() >= 3);
+}

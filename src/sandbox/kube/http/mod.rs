@@ -3,6 +3,7 @@
 
 mod discovery;
 mod faults;
+mod protobuf;
 mod request;
 mod verbs;
 mod watches;

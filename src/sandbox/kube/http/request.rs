@@ -69,8 +69,11 @@ pub(super) fn unknown_path() -> ApiError {
     ApiError::new(404, "NotFound", "the server could not find the requested resource")
 }
 
-/// A JSON body.
+/// A JSON body, or a protobuf one (what kubectl sends for the built-in kinds it creates).
 pub(super) fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
+    if body.starts_with(super::protobuf::MAGIC) {
+        return super::protobuf::decode(body);
+    }
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the body of the request could not be decoded as JSON: {e}")))
 }

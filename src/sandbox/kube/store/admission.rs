@@ -207,7 +207,8 @@ pub(super) fn admit_secret(
         }
         object["data"] = Value::Object(data);
     }
-    if object.get("type").is_none_or(Value::is_null) {
+    // SetDefaults_Secret: a missing or empty type is Opaque.
+    if object.get("type").is_none_or(|t| t.is_null() || t == "") {
         object["type"] = json!("Opaque");
     }
     let mut causes = Vec::new();
