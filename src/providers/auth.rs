@@ -217,7 +217,7 @@ impl TokenCache {
     }
 
     /// The scopes asked for when a call names none.
-    pub fn default_scope(&self) -> &str {
+    fn default_scope(&self) -> &str {
         match &self.request {
             TokenRequest::ClientCredentials { scope, .. } | TokenRequest::AuthviaSigned { scope, .. } => scope,
         }

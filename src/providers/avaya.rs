@@ -256,10 +256,7 @@ impl WebhookApi for AvayaClient {
     }
 
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            let call = Call::new("delete", Method::DELETE, self.url(&format!("/subscriptions/{id}")));
-            self.api.send(call).await.map(|_| ())
-        })
+        Box::pin(async move { self.api.delete(self.url(&format!("/subscriptions/{id}"))).await })
     }
 
     fn adoption_fields(&self) -> &'static [Field] {

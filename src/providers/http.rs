@@ -265,6 +265,11 @@ impl ApiClient {
         self.send(Call::new(operation, Method::GET, url)).await
     }
 
+    /// A DELETE of `url` (`NotFound` when it was already gone).
+    pub async fn delete(&self, url: String) -> Result<()> {
+        self.send(Call::new("delete", Method::DELETE, url)).await.map(|_| ())
+    }
+
     /// Sends a call with rate limiting, authentication and the retry rules; classifies failures.
     pub async fn send(&self, call: Call) -> Result<Reply> {
         let mut attempt = 0;

@@ -243,8 +243,10 @@ impl WebhookApi for VonageClient {
 
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let call = Call::new("delete", Method::DELETE, self.url(&format!("/subscriptions/{id}")));
-            self.api.send(call).await.map(|_| ()).map_err(classify)
+            self.api
+                .delete(self.url(&format!("/subscriptions/{id}")))
+                .await
+                .map_err(classify)
         })
     }
 

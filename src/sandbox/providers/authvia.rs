@@ -310,12 +310,6 @@ impl AuthviaSimulator {
         self.state.lock().expect("state").quirks = quirks;
     }
 
-    /// The subscription as the API answers for it.
-    pub fn rendered(&self, id: &str) -> Option<Value> {
-        let state = self.state.lock().expect("state");
-        state.subscriptions.get(id).map(|s| render(s, &state.quirks))
-    }
-
     /// Disables a subscription the way auto-disable does after `attempts` failed deliveries, without
     /// the deliveries (and without the callback).
     pub fn auto_disable(&self, id: &str) -> bool {
