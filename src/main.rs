@@ -251,6 +251,8 @@ async fn kube_client(kubeconfig: Option<PathBuf>) -> anyhow::Result<kube::Client
             .await
             .context("no Kubernetes configuration: not in a cluster and no usable $KUBECONFIG; pass --kubeconfig")?,
     };
+    let mut config = config;
+    webhook_operator::controller::identify(&mut config);
     kube::Client::try_from(config).context("cannot build a Kubernetes client")
 }
 

@@ -56,6 +56,15 @@ use plan::{Deletion, Facts, Leak, Wake};
 use report::{Cleanup, GateChange, Outcome, Pass, Report};
 use status::condition_state;
 
+/// Names the operator to the API server: a writer without a field manager is recorded under its user
+/// agent's product, so `managedFields` and audit logs say webhook-operator rather than "unknown".
+pub fn identify(config: &mut kube::Config) {
+    config.headers.push((
+        reqwest::header::USER_AGENT,
+        reqwest::header::HeaderValue::from_static(concat!("webhook-operator/", env!("CARGO_PKG_VERSION"))),
+    ));
+}
+
 /// How soon a pass that found this replica without the right to act looks again.
 const LEADERSHIP_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 

@@ -447,9 +447,9 @@ impl Sandbox {
                         sub.metadata.namespace.clone().unwrap_or_default(),
                         sub.metadata.name.clone().unwrap_or_default()
                     ),
-                    provider: controller::bindings::subscription_block(&sub.spec)
-                        .map_or("-", |b| b.provider_type().as_str())
-                        .to_string(),
+                    // The providerRef, as the PROVIDER column of `kubectl get` shows it: the block only
+                    // says which API the subscription expects, not which provider it goes through.
+                    provider: sub.spec.provider_ref.name.clone(),
                     ready: status
                         .conditions
                         .iter()

@@ -3,6 +3,8 @@
 
 mod error;
 mod http;
+mod openapi;
+pub mod rbac;
 mod resources;
 pub mod schema;
 mod selectors;
@@ -105,7 +107,8 @@ impl Emulator {
 
     /// A kube client for this server.
     pub fn client(&self) -> kube::Client {
-        let config = kube::Config::new(self.url().parse().expect("server URL is a valid URI"));
+        let mut config = kube::Config::new(self.url().parse().expect("server URL is a valid URI"));
+        crate::controller::identify(&mut config);
         kube::Client::try_from(config).expect("client for the emulated API server")
     }
 

@@ -36,6 +36,8 @@ pub struct ResourceType {
     pub printer_columns: Vec<Value>,
     /// Whether it is a custom resource (served from a CRD).
     pub custom: bool,
+    /// Whether objects are only created and answered, never stored (access reviews).
+    pub review: bool,
 }
 
 impl ResourceType {
@@ -79,6 +81,7 @@ impl ResourceType {
             schema: None,
             printer_columns: Vec::new(),
             custom: false,
+            review: false,
         }
     }
 
@@ -89,14 +92,19 @@ impl ResourceType {
             "singularName": self.singular,
             "namespaced": self.namespaced,
             "kind": self.kind,
-            "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+            "verbs": if self.review {
+                json!(["create"])
+            } else {
+                json!(["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"])
+            },
             "shortNames": self.short_names,
             "categories": self.categories,
         })
     }
 }
 
-/// The built-in resources: Namespaces, Secrets, ConfigMaps, Events (both APIs), Leases and CRDs.
+/// The built-in resources: Namespaces, Secrets, ConfigMaps, ServiceAccounts, Events (both APIs), Leases,
+/// CRDs, the RBAC kinds and the self-subject access reviews.
 pub fn builtins() -> Vec<ResourceType> {
     let mut namespaces = ResourceType::builtin("", "v1", "namespaces", "Namespace", false);
     namespaces.short_names = vec!["ns".into()];
@@ -124,7 +132,33 @@ pub fn builtins() -> Vec<ResourceType> {
     crds.status_subresource = true;
     crds.has_generation = true;
     crds.requires_resource_version_on_update = true;
-    vec![namespaces, secrets, config_maps, core_events, events, leases, crds]
+    let mut service_accounts = ResourceType::builtin("", "v1", "serviceaccounts", "ServiceAccount", true);
+    service_accounts.short_names = vec!["sa".into()];
+    let rbac = "rbac.authorization.k8s.io";
+    let roles = ResourceType::builtin(rbac, "v1", "roles", "Role", true);
+    let cluster_roles = ResourceType::builtin(rbac, "v1", "clusterroles", "ClusterRole", false);
+    let role_bindings = ResourceType::builtin(rbac, "v1", "rolebindings", "RoleBinding", true);
+    let cluster_role_bindings = ResourceType::builtin(rbac, "v1", "clusterrolebindings", "ClusterRoleBinding", false);
+    let review = |plural: &str, kind: &str| ResourceType {
+        review: true,
+        ..ResourceType::builtin("authorization.k8s.io", "v1", plural, kind, false)
+    };
+    vec![
+        namespaces,
+        secrets,
+        config_maps,
+        service_accounts,
+        core_events,
+        events,
+        leases,
+        crds,
+        roles,
+        cluster_roles,
+        role_bindings,
+        cluster_role_bindings,
+        review("selfsubjectaccessreviews", "SelfSubjectAccessReview"),
+        review("selfsubjectrulesreviews", "SelfSubjectRulesReview"),
+    ]
 }
 
 /// The resource types a CRD serves, one per served version. Errors name what is wrong with the CRD.
@@ -180,6 +214,7 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
                 .map(super::schema::Schema::new),
             printer_columns: v["additionalPrinterColumns"].as_array().cloned().unwrap_or_default(),
             custom: true,
+            review: false,
         })
         .collect())
 }

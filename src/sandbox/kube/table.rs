@@ -200,7 +200,20 @@ fn columns(rt: &ResourceType) -> Vec<Column> {
             column("Holder", "string", ".spec.holderIdentity", "The holder of the lease"),
             column("Age", "date", ".metadata.creationTimestamp", "Age"),
         ]),
-        (false, "customresourcedefinitions") => {
+        (false, "serviceaccounts") => columns.extend([
+            column(
+                "Secrets",
+                "integer",
+                ".secrets",
+                "The number of secrets of the service account",
+            ),
+            column("Age", "date", ".metadata.creationTimestamp", "Age"),
+        ]),
+        (false, "rolebindings" | "clusterrolebindings") => columns.extend([
+            column("Role", "string", ".roleRef", "The role bound (kind/name)"),
+            column("Age", "date", ".metadata.creationTimestamp", "Age"),
+        ]),
+        (false, "customresourcedefinitions" | "roles" | "clusterroles") => {
             columns.push(column(
                 "Created At",
                 "date",
@@ -215,8 +228,18 @@ fn columns(rt: &ResourceType) -> Vec<Column> {
 }
 
 fn cell(column: &Column, object: &Value) -> Value {
-    if column.path == ".data" {
-        return json!(object["data"].as_object().map_or(0, |d| d.len()));
+    match column.path.as_str() {
+        ".data" => return json!(object["data"].as_object().map_or(0, |d| d.len())),
+        ".secrets" => return json!(object["secrets"].as_array().map_or(0, Vec::len)),
+        ".roleRef" => {
+            let role = &object["roleRef"];
+            return json!(format!(
+                "{}/{}",
+                role["kind"].as_str().unwrap_or_default(),
+                role["name"].as_str().unwrap_or_default()
+            ));
+        }
+        _ => {}
     }
     let found = json_path(object, &column.path);
     let Some(value) = found.first() else { return Value::Null };

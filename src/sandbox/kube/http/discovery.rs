@@ -1,13 +1,15 @@
 //! Discovery: `/version`, `/api`, `/apis`, group and resource lists from the registered resources (CRDs
-//! appear as they are established), and the minimal OpenAPI v3 kubectl reads.
+//! appear as they are established), and the OpenAPI documents (`openapi` builds them).
 
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::request::{json_response, text_response, unknown_path};
 use super::{ServerConfig, Shared};
 use crate::sandbox::kube::error::ApiError;
+use crate::sandbox::kube::openapi;
 use crate::sandbox::kube::resources::ResourceType;
 
 /// `/version`.
@@ -60,64 +62,8 @@ pub(super) fn resource_list(resources: &[ResourceType], group: &str, version: &s
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": entries})
 }
 
-/// The built-in kinds kubectl may apply, per OpenAPI group-version document.
-pub(super) const OPENAPI_KINDS: [(&str, &str, &str, &str, &str, bool); 7] = [
-    ("api/v1", "", "v1", "Namespace", "namespaces", false),
-    ("api/v1", "", "v1", "Secret", "secrets", true),
-    ("api/v1", "", "v1", "ConfigMap", "configmaps", true),
-    ("api/v1", "", "v1", "Event", "events", true),
-    ("apis/events.k8s.io/v1", "events.k8s.io", "v1", "Event", "events", true),
-    (
-        "apis/coordination.k8s.io/v1",
-        "coordination.k8s.io",
-        "v1",
-        "Lease",
-        "leases",
-        true,
-    ),
-    (
-        "apis/apiextensions.k8s.io/v1",
-        "apiextensions.k8s.io",
-        "v1",
-        "CustomResourceDefinition",
-        "customresourcedefinitions",
-        false,
-    ),
-];
-
-/// `/openapi/v3`: one document per group version.
-pub(super) fn openapi_index() -> Value {
-    let mut paths = serde_json::Map::new();
-    for (doc, ..) in OPENAPI_KINDS {
-        paths.insert(
-            doc.to_string(),
-            json!({"serverRelativeURL": format!("/openapi/v3/{doc}?hash=sandbox")}),
-        );
-    }
-    json!({"paths": paths})
-}
-
-/// A per-group-version document with one PATCH operation per kind that names the `fieldValidation`
-/// parameter: kubectl then validates on the server (`fieldValidation=Strict`) instead of client-side.
-pub(super) fn openapi_document(doc: &str) -> Option<Value> {
-    let mut paths = serde_json::Map::new();
-    for (d, group, version, kind, plural, namespaced) in OPENAPI_KINDS.iter().filter(|k| k.0 == doc) {
-        let ns = if *namespaced { "namespaces/{namespace}/" } else { "" };
-        paths.insert(
-            format!("/{d}/{ns}{plural}/{{name}}"),
-            json!({"patch": {
-                "x-kubernetes-group-version-kind": {"group": group, "version": version, "kind": kind},
-                "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}],
-                "requestBody": {"content": {"application/merge-patch+json": {"schema": {"type": "object"}}, "application/json-patch+json": {"schema": {"type": "object"}}}},
-                "responses": {"200": {"description": "OK"}}
-            }}),
-        );
-    }
-    (!paths.is_empty()).then(|| json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.35.0"}, "paths": paths, "components": {"schemas": {}}}))
-}
-
 /// Serves the discovery paths; None for any other path.
-pub(super) fn route(shared: &Shared, segments: &[&str]) -> Option<Result<Response, ApiError>> {
+pub(super) fn route(shared: &Shared, segments: &[&str], accept: &str) -> Option<Result<Response, ApiError>> {
     let ok = |body: Value| Some(Ok(json_response(StatusCode::OK, &body)));
     match segments {
         ["version"] => ok(version(&shared.config)),
@@ -149,12 +95,25 @@ pub(super) fn route(shared: &Shared, segments: &[&str]) -> Option<Result<Respons
             }
             ok(list)
         }
-        ["openapi", "v3"] => ok(openapi_index()),
+        ["openapi", "v3"] => ok(shared.with_state(|s| openapi::v3_index(s.resources()))),
         ["openapi", "v3", rest @ ..] => Some(
-            openapi_document(&rest.join("/"))
+            shared
+                .with_state(|s| openapi::v3_document(s.resources(), &rest.join("/")))
                 .map(|d| json_response(StatusCode::OK, &d))
                 .ok_or_else(unknown_path),
         ),
+        ["openapi", "v2"] => {
+            let document = shared.with_state(|s| openapi::v2_document(s.resources()));
+            if accept.contains("protobuf") {
+                let mut response = Response::new(Body::from(openapi::v2_protobuf(&document)));
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static(openapi::V2_PROTOBUF));
+                Some(Ok(response))
+            } else {
+                ok(document)
+            }
+        }
         _ => None,
     }
 }
@@ -192,23 +151,6 @@ mod tests {
                 .as_array()
                 .unwrap()
                 .is_empty()
-        );
-    }
-
-    #[test]
-    fn openapi_documents_let_kubectl_validate_on_the_server() {
-        let index = openapi_index();
-        assert!(index["paths"]["api/v1"]["serverRelativeURL"].is_string());
-        let doc = openapi_document("api/v1").unwrap();
-        let patch = &doc["paths"]["/api/v1/namespaces/{namespace}/secrets/{name}"]["patch"];
-        assert_eq!(patch["parameters"][0]["name"], json!("fieldValidation"));
-        assert!(openapi_document("apis/unknown/v1").is_none());
-        assert_eq!(
-            version(&ServerConfig {
-                minor_version: "35".into(),
-                bookmark_interval: std::time::Duration::from_secs(1)
-            })["minor"],
-            json!("35")
         );
     }
 }

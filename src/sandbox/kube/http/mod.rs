@@ -5,6 +5,7 @@ mod discovery;
 mod faults;
 mod protobuf;
 mod request;
+mod reviews;
 mod verbs;
 mod watches;
 
@@ -20,6 +21,7 @@ pub use faults::{FaultAction, FaultRule};
 pub use watches::{WatchControl, WatchDelivery};
 
 use super::error::ApiError;
+use super::rbac::{Attributes, User};
 use super::store::{State, Writer};
 use faults::matching_fault;
 use request::{Query, error_response, manager_from_user_agent, metadata_only, resolve, unknown_path};
@@ -135,7 +137,9 @@ pub async fn handle(shared: Arc<Shared>, request: Request<Body>) -> Response {
     let accept = header_str(&parts.headers, header::ACCEPT);
     let content_type = header_str(&parts.headers, header::CONTENT_TYPE);
     let user_agent = header_str(&parts.headers, header::USER_AGENT);
+    let user = impersonated(&parts.headers);
     let request = Incoming {
+        user: user.as_ref(),
         method: &parts.method,
         path: &path,
         query: &query,
@@ -150,8 +154,36 @@ pub async fn handle(shared: Arc<Shared>, request: Request<Body>) -> Response {
     }
 }
 
+/// The user a request impersonates (`Impersonate-User`, `Impersonate-Group`), None for the sandbox's
+/// own administrator. Impersonation is allowed because the caller is that administrator.
+fn impersonated(headers: &HeaderMap) -> Option<User> {
+    let name = headers.get("impersonate-user")?.to_str().ok()?;
+    let groups: Vec<String> = headers
+        .get_all("impersonate-group")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    Some(User::impersonated(name, &groups))
+}
+
+/// The RBAC verb of a resource request.
+fn verb_of(method: &Method, named: bool, watch: bool) -> &'static str {
+    match (method.as_str(), named) {
+        ("GET", _) if watch => "watch",
+        ("GET", true) => "get",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => "unknown",
+    }
+}
+
 /// The parts of a request the router reads.
 struct Incoming<'a> {
+    user: Option<&'a User>,
     method: &'a Method,
     path: &'a str,
     query: &'a Query,
@@ -169,7 +201,7 @@ async fn serve(shared: &Arc<Shared>, request: &Incoming<'_>) -> Result<Response,
         .split('/')
         .filter(|s| !s.is_empty())
         .collect();
-    if let Some(answer) = discovery::route(shared, &segments) {
+    if let Some(answer) = discovery::route(shared, &segments, request.accept) {
         return answer;
     }
     let query = request.query;
@@ -177,6 +209,35 @@ async fn serve(shared: &Arc<Shared>, request: &Incoming<'_>) -> Result<Response,
     let status = target.subresource.as_deref() == Some("status");
     if target.subresource.as_deref().is_some_and(|s| s != "status") || (status && !target.rt.status_subresource) {
         return Err(unknown_path());
+    }
+    if let Some(user) = request.user {
+        let attributes = Attributes {
+            verb: verb_of(request.method, target.name.is_some(), query.flag("watch")).to_string(),
+            group: target.rt.group.clone(),
+            resource: target.rt.plural.clone(),
+            subresource: target.subresource.clone().unwrap_or_default(),
+            namespace: target.namespace.clone().unwrap_or_default(),
+            name: target.name.clone().unwrap_or_default(),
+        };
+        if !shared.with_state(|s| s.rbac()).decide(user, &attributes).allowed {
+            let mut error = ApiError::new(403, "Forbidden", attributes.forbidden_message(user));
+            error.details =
+                serde_json::json!({"name": attributes.name, "group": attributes.group, "kind": attributes.resource});
+            return Err(error);
+        }
+    }
+    if target.rt.review {
+        return match (request.method, target.name.is_none()) {
+            (&Method::POST, true) => reviews::answer(shared, &target.rt, request.user, request.body),
+            _ => Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                format!(
+                    "the server does not allow this method on the requested resource ({})",
+                    request.method
+                ),
+            )),
+        };
     }
     let dry_run = query.get("dryRun") == Some("All");
     let name = target.name.clone();

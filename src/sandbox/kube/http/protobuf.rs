@@ -71,7 +71,7 @@ fn unsupported(what: &str) -> ApiError {
         415,
         "UnsupportedMediaType",
         format!(
-            "the sandbox decodes protobuf bodies of Secrets, ConfigMaps and Namespaces without {what}; send this object as JSON (kubectl apply -f does)"
+            "the sandbox decodes protobuf bodies of Secrets, ConfigMaps, Namespaces and access reviews without {what}; send this object as JSON (kubectl apply -f does)"
         ),
     )
 }
@@ -129,6 +129,59 @@ fn object_meta(bytes: &[u8]) -> Result<Value, ApiError> {
     Ok(meta)
 }
 
+/// A message of string fields only, by number.
+fn strings_message(bytes: &[u8], names: &[&str]) -> Result<Value, ApiError> {
+    let mut object = json!({});
+    for (number, wire) in fields(bytes)? {
+        let name = usize::try_from(number)
+            .ok()
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|i| names.get(i));
+        match (name, wire) {
+            (Some(name), Wire::Bytes(b)) if !b.is_empty() => object[*name] = json!(text(b)?),
+            (Some(_), Wire::Bytes(_)) => {}
+            _ => return Err(unsupported(&format!("field {number} of an access review"))),
+        }
+    }
+    Ok(object)
+}
+
+/// `kubectl auth can-i`'s SelfSubjectAccessReview (spec 2: resourceAttributes 1, nonResourceAttributes 2)
+/// and `can-i --list`'s SelfSubjectRulesReview (spec 2: namespace 1); metadata and status are empty.
+fn access_review(kind: &str, raw: &[u8]) -> Result<Value, ApiError> {
+    let mut spec = json!({});
+    for (number, wire) in fields(raw)? {
+        match (kind, number, wire) {
+            (_, 1 | 3, _) => {}
+            ("SelfSubjectAccessReview", 2, Wire::Bytes(b)) => {
+                for (n, w) in fields(b)? {
+                    match (n, w) {
+                        (1, Wire::Bytes(attrs)) => {
+                            const RESOURCE: [&str; 7] = [
+                                "namespace",
+                                "verb",
+                                "group",
+                                "version",
+                                "resource",
+                                "subresource",
+                                "name",
+                            ];
+                            spec["resourceAttributes"] = strings_message(attrs, &RESOURCE)?;
+                        }
+                        (2, Wire::Bytes(attrs)) => {
+                            spec["nonResourceAttributes"] = strings_message(attrs, &["path", "verb"])?;
+                        }
+                        (n, _) => return Err(unsupported(&format!("{kind} spec field {n}"))),
+                    }
+                }
+            }
+            ("SelfSubjectRulesReview", 2, Wire::Bytes(b)) => spec = strings_message(b, &["namespace"])?,
+            (_, number, _) => return Err(unsupported(&format!("{kind} field {number}"))),
+        }
+    }
+    Ok(json!({"apiVersion": "authorization.k8s.io/v1", "kind": kind, "metadata": {}, "spec": spec}))
+}
+
 /// The JSON object a protobuf request body (`runtime.Unknown` around the object) stands for.
 pub(super) fn decode(body: &[u8]) -> Result<Value, ApiError> {
     let envelope = body.strip_prefix(MAGIC).ok_or_else(malformed)?;
@@ -151,6 +204,9 @@ pub(super) fn decode(body: &[u8]) -> Result<Value, ApiError> {
         }
     }
     let raw = raw.ok_or_else(malformed)?;
+    if api_version == "authorization.k8s.io/v1" {
+        return access_review(&kind, raw);
+    }
     if api_version != "v1" || !["Secret", "ConfigMap", "Namespace"].contains(&kind.as_str()) {
         return Err(unsupported(&format!("other kinds ({api_version} {kind})")));
     }

@@ -20,6 +20,12 @@ impl State {
         match (rt.group.as_str(), rt.plural.as_str()) {
             ("", "secrets") => admit_secret(rt, &name, &mut object, old)?,
             ("", "configmaps") => admit_config_map(rt, &name, &object, old)?,
+            ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") => {
+                let causes = binding_violations(&object, old, rt.namespaced);
+                if !causes.is_empty() {
+                    return Err(ApiError::invalid(&rt.kind, &name, &rt.group, causes));
+                }
+            }
             ("events.k8s.io", "events") => {
                 let causes = event_violations(&object, old);
                 if !causes.is_empty() {
@@ -192,13 +198,49 @@ pub(super) fn event_violations(event: &Value, old: Option<&Value>) -> Vec<Value>
     causes
 }
 
-/// Secrets: `stringData` folded into base64 `data`, key names, size and `immutable`.
-pub(super) fn admit_secret(
-    rt: &ResourceType,
-    name: &str,
-    object: &mut Value,
-    old: Option<&Value>,
-) -> Result<(), ApiError> {
+/// RoleBinding and ClusterRoleBinding rules: a roleRef to a Role (RoleBindings only) or ClusterRole of
+/// the RBAC group, that never changes; subjects of a known kind, service accounts with a namespace
+/// (RoleBindings default it).
+fn binding_violations(object: &Value, old: Option<&Value>, namespaced: bool) -> Vec<Value> {
+    let mut causes = Vec::new();
+    let role = &object["roleRef"];
+    let kinds: &[&str] = if namespaced {
+        &["Role", "ClusterRole"]
+    } else {
+        &["ClusterRole"]
+    };
+    let kind = role["kind"].as_str().unwrap_or_default();
+    if !kinds.contains(&kind) {
+        let supported: Vec<String> = kinds.iter().map(|k| format!("\"{k}\"")).collect();
+        causes.push(json!({"reason": "FieldValueNotSupported", "message": format!("Unsupported value: \"{kind}\": supported values: {}", supported.join(", ")), "field": "roleRef.kind"}));
+    }
+    if role["name"].as_str().is_none_or(str::is_empty) {
+        causes.push(json!({"reason": "FieldValueRequired", "message": "Required value", "field": "roleRef.name"}));
+    }
+    if role["apiGroup"] != "rbac.authorization.k8s.io" {
+        causes.push(json!({"reason": "FieldValueNotSupported", "message": format!("Unsupported value: {}: supported values: \"rbac.authorization.k8s.io\"", role["apiGroup"]), "field": "roleRef.apiGroup"}));
+    }
+    for (i, subject) in object["subjects"].as_array().into_iter().flatten().enumerate() {
+        match subject["kind"].as_str().unwrap_or_default() {
+            "User" | "Group" => {}
+            "ServiceAccount" if !namespaced && subject["namespace"].as_str().is_none_or(str::is_empty) => {
+                causes.push(json!({"reason": "FieldValueRequired", "message": "Required value", "field": format!("subjects[{i}].namespace")}));
+            }
+            "ServiceAccount" => {}
+            other => causes.push(json!({"reason": "FieldValueNotSupported", "message": format!("Unsupported value: \"{other}\": supported values: \"ServiceAccount\", \"User\", \"Group\""), "field": format!("subjects[{i}].kind")})),
+        }
+    }
+    if let Some(old) = old
+        && old["roleRef"] != object["roleRef"]
+    {
+        causes.push(json!({"reason": "FieldValueInvalid", "message": format!("Invalid value: {}: cannot change roleRef", object["roleRef"]), "field": "roleRef"}));
+    }
+    causes
+}
+
+/// Moves a Secret's `stringData` into base64 `data` (stringData wins on a shared key), as the API server
+/// does on every write: `stringData` is write-only and never stored.
+pub(super) fn fold_string_data(object: &mut Value) {
     let engine = base64::engine::general_purpose::STANDARD;
     if let Some(Value::Object(string_data)) = object.as_object_mut().and_then(|o| o.remove("stringData")) {
         let mut data = object["data"].as_object().cloned().unwrap_or_default();
@@ -207,6 +249,17 @@ pub(super) fn admit_secret(
         }
         object["data"] = Value::Object(data);
     }
+}
+
+/// Secrets: `stringData` folded into base64 `data`, key names, size and `immutable`.
+pub(super) fn admit_secret(
+    rt: &ResourceType,
+    name: &str,
+    object: &mut Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    let engine = base64::engine::general_purpose::STANDARD;
+    fold_string_data(object);
     // SetDefaults_Secret: a missing or empty type is Opaque.
     if object.get("type").is_none_or(|t| t.is_null() || t == "") {
         object["type"] = json!("Opaque");
@@ -334,6 +387,31 @@ pub(super) fn admit_config_map(
         Ok(())
     } else {
         Err(ApiError::invalid(&rt.kind, name, &rt.group, causes))
+    }
+}
+
+#[cfg(test)]
+mod binding_tests {
+    use super::*;
+
+    #[test]
+    fn bindings_name_a_role_that_never_changes() {
+        let good = json!({"roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"},
+            "subjects": [{"kind": "ServiceAccount", "name": "sa"}]});
+        assert!(binding_violations(&good, None, true).is_empty());
+        let causes = binding_violations(&good, None, false);
+        let fields: Vec<&str> = causes.iter().filter_map(|c| c["field"].as_str()).collect();
+        assert_eq!(fields, ["roleRef.kind", "subjects[0].namespace"], "{causes:?}");
+        let mut changed = good.clone();
+        changed["roleRef"]["name"] = json!("other");
+        let causes = binding_violations(&changed, Some(&good), true);
+        assert!(
+            causes[0]["message"]
+                .as_str()
+                .unwrap()
+                .ends_with("cannot change roleRef"),
+            "{causes:?}"
+        );
     }
 }
 

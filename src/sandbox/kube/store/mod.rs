@@ -312,11 +312,28 @@ impl State {
     }
 
     /// Every object of a resource as stored (no copy; `apiVersion` and `kind` may be another version's).
+    /// Keys sort by group and plural first, so this walks only that resource's range.
     pub fn stored_of<'a>(&'a self, rt: &'a ResourceType) -> impl Iterator<Item = &'a Value> + 'a {
+        let start = (rt.group.clone(), rt.plural.clone(), String::new(), String::new());
         self.objects
-            .iter()
-            .filter(move |((g, p, _, _), _)| *g == rt.group && *p == rt.plural)
+            .range(start..)
+            .take_while(move |((g, p, _, _), _)| *g == rt.group && *p == rt.plural)
             .map(|(_, o)| o.as_ref())
+    }
+
+    /// The RBAC objects held, for authorizing impersonated requests and answering access reviews.
+    pub fn rbac(&self) -> super::rbac::Rbac {
+        let of = |plural: &str| -> Vec<Value> {
+            self.resource("rbac.authorization.k8s.io", "v1", plural)
+                .map(|rt| self.stored_of(&rt).cloned().collect())
+                .unwrap_or_default()
+        };
+        super::rbac::Rbac {
+            roles: of("roles"),
+            cluster_roles: of("clusterroles"),
+            role_bindings: of("rolebindings"),
+            cluster_role_bindings: of("clusterrolebindings"),
+        }
     }
 
     /// Every object of a resource, in key order, as served at its version.
@@ -537,6 +554,22 @@ mod tests {
         // a stops applying x and nobody else owns it: removed.
         let object = apply(&mut state, "a", false, json!({"metadata": {"labels": {}}})).unwrap();
         assert_eq!(object["metadata"]["labels"], json!({"y": "2"}));
+    }
+
+    #[test]
+    fn applied_string_data_is_owned_as_the_data_it_becomes() {
+        let mut state = State::new(StoreOptions::default());
+        let object = apply(&mut state, "installer", false, json!({"stringData": {"k": "v"}})).unwrap();
+        assert_eq!(object["data"], json!({"k": "dg=="}));
+        let managed = &object["metadata"]["managedFields"][0]["fieldsV1"];
+        assert_eq!(managed["f:data"], json!({"f:k": {}}), "{managed}");
+        assert!(managed.get("f:stringData").is_none(), "{managed}");
+        // Another applier with the same stringData: the same stored value, shared, no conflict.
+        apply(&mut state, "kubectl", false, json!({"stringData": {"k": "v"}})).unwrap();
+        // A different value conflicts on the stored field.
+        let err = apply(&mut state, "kubectl", false, json!({"stringData": {"k": "w"}})).unwrap_err();
+        assert_eq!(err.code, 409);
+        assert!(err.message.contains(".data.k"), "{}", err.message);
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub(super) enum Ownership<'a> {
     Update(&'a str),
     /// Apply: the writer's applied set becomes exactly these paths.
     Apply(&'a str, BTreeSet<String>),
+    /// The request set `metadata.managedFields` itself (kubectl does, to move client-side-apply ownership
+    /// to server-side apply): the entries become exactly these.
+    Replace(Vec<ManagedEntry>),
 }
 
 /// Leaf paths of an object (objects are granular, lists and scalars are leaves).
@@ -97,6 +100,7 @@ pub(super) fn owned_after(
     let (manager, apply, fields) = match ownership {
         Ownership::Update(manager) => (manager, false, None),
         Ownership::Apply(manager, fields) => (manager, true, Some(fields)),
+        Ownership::Replace(entries) => return entries,
     };
     let is_writer = |e: &ManagedEntry| e.manager == manager && e.apply == apply && e.status == status;
     let mut result: Vec<ManagedEntry> = entries
@@ -221,9 +225,87 @@ pub(super) fn render_managed_fields(entries: &[ManagedEntry], rt: &ResourceType)
         .collect()
 }
 
+/// `managedFields` as a client wrote them, read back into entries. A request that sets them replaces
+/// the server's record (as the API server allows); keys it cannot map to a field (`k:`, `v:`, `i:` list
+/// members) make the list they sit in the owned leaf, lists being atomic here.
+pub(super) fn parse_managed_fields(value: &Value) -> Result<Vec<ManagedEntry>, ApiError> {
+    fn walk(node: &Value, prefix: &str, out: &mut BTreeSet<String>) {
+        let children: Vec<(&String, &Value)> = node
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| k.as_str() != ".")
+            .collect();
+        if children.is_empty() || children.iter().any(|(k, _)| !k.starts_with("f:")) {
+            if !prefix.is_empty() {
+                out.insert(prefix.to_string());
+            }
+            return;
+        }
+        for (key, child) in children {
+            let segment = key["f:".len()..].replace('~', "~0").replace('/', "~1");
+            walk(child, &format!("{prefix}/{segment}"), out);
+        }
+    }
+    let invalid = |message: &str| {
+        ApiError::new(
+            422,
+            "Invalid",
+            format!("metadata.managedFields: Invalid value: {message}"),
+        )
+    };
+    let entries = value.as_array().ok_or_else(|| invalid("must be a list"))?;
+    let mut parsed = Vec::new();
+    for entry in entries {
+        // A single empty entry is how a client clears managedFields.
+        if entry.as_object().is_some_and(serde_json::Map::is_empty) {
+            continue;
+        }
+        let manager = entry["manager"]
+            .as_str()
+            .ok_or_else(|| invalid("manager: Required value"))?;
+        let apply = match entry["operation"].as_str() {
+            Some("Apply") => true,
+            Some("Update") => false,
+            _ => return Err(invalid("operation: must be Apply or Update")),
+        };
+        let mut fields = BTreeSet::new();
+        walk(&entry["fieldsV1"], "", &mut fields);
+        parsed.push(ManagedEntry {
+            manager: manager.to_string(),
+            apply,
+            status: entry["subresource"] == "status",
+            time: entry["time"].as_str().map(str::to_string).unwrap_or_else(now_rfc3339),
+            fields,
+        });
+    }
+    Ok(parsed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn managed_fields_written_by_a_client_read_back_as_rendered() {
+        let rt = crate::sandbox::kube::resources::builtins().remove(1);
+        let entries = vec![ManagedEntry {
+            manager: "kubectl".into(),
+            apply: true,
+            status: false,
+            time: "2026-01-01T00:00:00Z".into(),
+            fields: ["/data/a~1b", "/metadata/labels/x", "/type"].map(String::from).into(),
+        }];
+        let rendered = Value::Array(render_managed_fields(&entries, &rt));
+        assert_eq!(parse_managed_fields(&rendered).unwrap(), entries);
+        let with_list_keys = json!([{"manager": "m", "operation": "Update", "fieldsV1": {
+            "f:spec": {".": {}, "f:items": {"k:{\"name\":\"a\"}": {}}}
+        }}]);
+        let parsed = parse_managed_fields(&with_list_keys).unwrap();
+        assert_eq!(parsed[0].fields, ["/spec/items".to_string()].into());
+        assert!(parse_managed_fields(&json!([{}])).unwrap().is_empty(), "[{{}}] clears");
+        assert_eq!(parse_managed_fields(&json!([{"manager": "m"}])).unwrap_err().code, 422);
+    }
 
     #[test]
     fn leaf_paths_overlap_and_read_as_kubectl_prints_them() {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::ownership::{Ownership, check_apply_conflicts, owned_after, owned_paths};
+use super::ownership::{ManagedEntry, Ownership, check_apply_conflicts, owned_after, owned_paths};
 use super::patch::{apply_json_patch, deep_merge, remove_path, strip_strategic_directives};
 use super::*;
 
@@ -185,7 +185,11 @@ impl State {
             }
             _ => {}
         }
-        let ownership = Ownership::Update(writer.manager());
+        let served = self.at_version(rt, &old);
+        let ownership = match written_managed_fields(&mut object, &served)? {
+            Some(entries) => Ownership::Replace(entries),
+            None => Ownership::Update(writer.manager()),
+        };
         self.update(rt, key, old, object, status, writer.dry_run, Some(ownership))
             .map(|o| (o, false))
     }
@@ -230,6 +234,13 @@ impl State {
                     "the name of the object does not match the name on the URL",
                 ));
             }
+            // An applied Secret's stringData is folded before ownership and conflicts are worked out, so
+            // the applier owns (and is compared on) the `data` keys that are stored, never a `stringData`
+            // field no stored object has.
+            let mut patch = patch;
+            if !rt.custom && rt.group.is_empty() && rt.kind == "Secret" {
+                super::admission::fold_string_data(&mut patch);
+            }
             let applied_paths = owned_paths(&patch, status);
             let Some(old) = existing else {
                 if status {
@@ -271,7 +282,9 @@ impl State {
         let Some(old) = existing else {
             return Err(ApiError::not_found(&rt.qualified_plural(), &rt.group, &rt.plural, name));
         };
-        let mut patched = old.clone();
+        // Patches apply to the object as served, managedFields included: a client may patch those too.
+        let served = self.at_version(rt, &old);
+        let mut patched = served.clone();
         match kind {
             PatchKind::Json => apply_json_patch(&mut patched, patch)?,
             PatchKind::Merge => json_patch::merge(&mut patched, &patch),
@@ -281,7 +294,10 @@ impl State {
         if meta_str(&patched, "resourceVersion") != meta_str(&old, "resourceVersion") {
             return Err(ApiError::conflict(&rt.qualified_plural(), name));
         }
-        let ownership = Ownership::Update(writer.manager());
+        let ownership = match written_managed_fields(&mut patched, &served)? {
+            Some(entries) => Ownership::Replace(entries),
+            None => Ownership::Update(writer.manager()),
+        };
         self.update(rt, key, old, patched, status, dry_run, Some(ownership))
             .map(|o| (o, false))
     }
@@ -379,7 +395,12 @@ impl State {
         }
         let being_deleted = meta(&object).get("deletionTimestamp").is_some();
         let no_finalizers = meta(&object).get("finalizers").is_none();
-        if without_volatile(&object) == without_volatile(&old) && !(being_deleted && no_finalizers) {
+        let ownership_rewritten = matches!(&ownership, Some(Ownership::Replace(entries))
+            if Some(entries) != self.managers.get(&key));
+        if without_volatile(&object) == without_volatile(&old)
+            && !(being_deleted && no_finalizers)
+            && !ownership_rewritten
+        {
             return Ok(self.at_version(rt, &old));
         }
         if dry_run {
@@ -496,6 +517,22 @@ impl State {
             }
         }
     }
+}
+
+/// Takes `metadata.managedFields` out of a written object: the entries it sets when they differ from
+/// what was served (the request rewrites ownership), None when it leaves them as they were or omits them.
+fn written_managed_fields(object: &mut Value, served: &Value) -> Result<Option<Vec<ManagedEntry>>, ApiError> {
+    let Some(written) = object
+        .get_mut("metadata")
+        .and_then(Value::as_object_mut)
+        .and_then(|m| m.remove("managedFields"))
+    else {
+        return Ok(None);
+    };
+    if written.is_null() || Some(&written) == served["metadata"].get("managedFields") {
+        return Ok(None);
+    }
+    super::ownership::parse_managed_fields(&written).map(Some)
 }
 
 #[cfg(test)]
