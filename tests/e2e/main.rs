@@ -16,6 +16,7 @@ mod kubectl;
 mod leader;
 mod operator;
 mod providers;
+mod readme;
 mod sandbox;
 mod scale;
 mod support;
