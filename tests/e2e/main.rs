@@ -16,6 +16,7 @@ mod kubectl;
 mod leader;
 mod operator;
 mod providers;
+mod rbac;
 mod readme;
 mod sandbox;
 mod scale;

@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use error::ApiError;
-pub use http::{FaultAction, FaultRule, RequestRecord, ServerConfig, WatchControl, WatchDelivery};
+pub use http::{AuditRecord, FaultAction, FaultRule, RequestRecord, ServerConfig, WatchControl, WatchDelivery};
 pub use store::{PatchKind, State, StoreOptions, Writer};
 
 pub use http::Shared;
@@ -158,6 +158,22 @@ impl Emulator {
     /// Every request served so far.
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.shared.requests.lock().expect("request log").clone()
+    }
+
+    /// The authorization decisions on impersonated requests, oldest first.
+    pub fn audit(&self) -> Vec<AuditRecord> {
+        self.shared.audit.lock().expect("audit log").clone()
+    }
+
+    /// A kube client that acts as `user` (`Impersonate-User`), authorized by the RBAC objects held.
+    pub fn client_as(&self, user: &str) -> kube::Client {
+        let mut config = kube::Config::new(self.url().parse().expect("server URL is a valid URI"));
+        crate::controller::identify(&mut config);
+        config.headers.push((
+            reqwest::header::HeaderName::from_static("impersonate-user"),
+            reqwest::header::HeaderValue::from_str(user).expect("a user name is a header value"),
+        ));
+        kube::Client::try_from(config).expect("client for the emulated API server")
     }
 
     /// Forgets the request log.

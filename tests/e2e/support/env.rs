@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use webhook_operator::api::{WebhookSubscription, crds};
 use webhook_operator::clock::SystemClock;
 use webhook_operator::controller::endpoints::Origin;
+use webhook_operator::controller::leader::{Election, LeaderGuard, run_elected};
 use webhook_operator::controller::{self, Config, Context};
 use webhook_operator::sandbox::kube::{Emulator, EmulatorOptions};
 use webhook_operator::sandbox::providers::authvia::AuthviaSimulator;
@@ -177,6 +178,44 @@ impl Env {
             controller::run_with(context, async {
                 let _ = rx.await;
             })
+            .await;
+        });
+        self.controller = Some((tx, task));
+    }
+
+    /// Starts the controller as production runs it: through `client` (one that impersonates the chart's
+    /// service account, say) and campaigning for the leader Lease in `lease_namespace`.
+    pub fn start_elected_controller(&mut self, client: Client, lease_namespace: &str) {
+        let mut config = Config::new("webhook-operator", Arc::new(SystemClock));
+        config.drift_interval = Duration::from_secs(3600);
+        config.provider_check_interval = Duration::from_secs(3600);
+        config.retry.base_delay = Duration::from_millis(50);
+        config.endpoints.allowed_origins = self.simulator_origins();
+        let guard = LeaderGuard::new();
+        config.leadership = Some(guard.clone());
+        let mut election = Election::new(lease_namespace, "webhook-operator", "replica-a");
+        election.lease_duration = Duration::from_secs(4);
+        election.renew_deadline = Duration::from_secs(3);
+        election.retry_period = Duration::from_millis(200);
+        let (tx, rx) = oneshot::channel::<()>();
+        let context = Context::new(client.clone(), config);
+        self.context = Some(context.clone());
+        let task = tokio::spawn(async move {
+            let _ = run_elected(
+                client,
+                election,
+                Arc::new(SystemClock),
+                guard,
+                async {
+                    let _ = rx.await;
+                },
+                move |stop| async move {
+                    controller::run_with(context, async {
+                        let _ = stop.await;
+                    })
+                    .await
+                },
+            )
             .await;
         });
         self.controller = Some((tx, task));

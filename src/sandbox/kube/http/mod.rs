@@ -43,6 +43,17 @@ pub struct RequestRecord {
     pub body: String,
 }
 
+/// One authorization decision on an impersonated request (the emulator's audit log).
+#[derive(Clone, Debug)]
+pub struct AuditRecord {
+    /// Who the request acted as.
+    pub user: String,
+    /// What it asked to do.
+    pub attributes: Attributes,
+    /// Whether RBAC allowed it.
+    pub allowed: bool,
+}
+
 /// Server settings.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -62,6 +73,8 @@ pub struct Shared {
     pub watch_control: broadcast::Sender<WatchControl>,
     /// Every request served.
     pub requests: Mutex<Vec<RequestRecord>>,
+    /// Every authorization decision on an impersonated request.
+    pub audit: Mutex<Vec<AuditRecord>>,
     /// Active fault rules.
     pub faults: Mutex<Vec<FaultRule>>,
     /// Pause or delay of watch event delivery.
@@ -78,6 +91,7 @@ impl Shared {
             revisions: watch::channel(0).0,
             watch_control: broadcast::channel(64).0,
             requests: Mutex::new(Vec::new()),
+            audit: Mutex::new(Vec::new()),
             faults: Mutex::new(Vec::new()),
             watch_delivery: watch::channel(WatchDelivery::default()).0,
             config,
@@ -219,11 +233,40 @@ async fn serve(shared: &Arc<Shared>, request: &Incoming<'_>) -> Result<Response,
             namespace: target.namespace.clone().unwrap_or_default(),
             name: target.name.clone().unwrap_or_default(),
         };
-        if !shared.with_state(|s| s.rbac()).decide(user, &attributes).allowed {
-            let mut error = ApiError::new(403, "Forbidden", attributes.forbidden_message(user));
-            error.details =
-                serde_json::json!({"name": attributes.name, "group": attributes.group, "kind": attributes.resource});
-            return Err(error);
+        // A server-side apply or a PUT that creates the object is a create as well, and needs that verb
+        // too (the API server authorizes it so: patch alone may not create).
+        let creates = match (request.method, target.name.as_deref()) {
+            (&Method::PATCH, Some(name)) if request.content_type.starts_with("application/apply-patch") => {
+                shared.with_state(|s| s.get(&target.rt, &attributes.namespace, name).is_err())
+            }
+            (&Method::PUT, Some(name)) if target.rt.create_on_update => {
+                shared.with_state(|s| s.get(&target.rt, &attributes.namespace, name).is_err())
+            }
+            _ => false,
+        };
+        let mut asked = vec![attributes.clone()];
+        if creates {
+            asked.push(Attributes {
+                verb: "create".into(),
+                ..attributes
+            });
+        }
+        let rbac = shared.with_state(|s| s.rbac());
+        for attributes in asked {
+            let allowed = rbac.decide(user, &attributes).allowed;
+            crate::sandbox::push_bounded(
+                &mut shared.audit.lock().expect("audit log"),
+                AuditRecord {
+                    user: user.name.clone(),
+                    attributes: attributes.clone(),
+                    allowed,
+                },
+            );
+            if !allowed {
+                let mut error = ApiError::new(403, "Forbidden", attributes.forbidden_message(user));
+                error.details = serde_json::json!({"name": attributes.name, "group": attributes.group, "kind": attributes.resource});
+                return Err(error);
+            }
         }
     }
     if target.rt.review {
