@@ -244,5 +244,6 @@ pub struct WebhookProviderStatus {
     pub observed_generation: Option<i64>,
     /// Ready: whether the credentials obtain a token.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }

@@ -38,6 +38,12 @@ use super::common::{AdoptionPolicy, DeletionPolicy, SecretValueSource, SigningSe
         description = "Whether the remote subscription is usable"
     ),
     printcolumn(
+        name = "Synced",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Synced\")].status",
+        description = "Whether the last reconcile brought the remote subscription in line with the spec"
+    ),
+    printcolumn(
         name = "State",
         type_ = "string",
         json_path = ".status.remoteState",
@@ -325,6 +331,7 @@ pub struct WebhookSubscriptionStatus {
     pub observed_generation: Option<i64>,
     /// Ready (is the remote subscription usable) and Synced (did the last reconcile succeed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// The provider's id of the remote subscription.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -334,12 +341,15 @@ pub struct WebhookSubscriptionStatus {
     pub remote_state: Option<String>,
     /// When the remote subscription expires unless renewed (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub expires_at: Option<String>,
     /// When the operator renews the remote subscription next (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub renewal_time: Option<String>,
     /// When the remote subscription was last renewed (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub last_renewed_at: Option<String>,
     /// How many renewals the operator has made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -347,12 +357,14 @@ pub struct WebhookSubscriptionStatus {
     /// When the operator last created, changed or renewed the remote subscription (RFC 3339): a provider
     /// that shows changes late (Vonage: up to 30 s) is not believed to have lost it before that has passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub last_remote_write_time: Option<String>,
     /// Consecutive failed reconciles; reset by a success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_attempts: Option<i32>,
     /// When the last reconcile failed (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub last_failure_time: Option<String>,
     /// A hash of the spec and secret values last applied to the provider; detects rotation without storing
     /// a secret.

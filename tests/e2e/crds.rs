@@ -110,6 +110,7 @@ fn every_field_is_described_and_the_api_surface_is_complete() {
     let expected = [
         ("PROVIDER", "string", 0),
         ("READY", "string", 0),
+        ("SYNCED", "string", 0),
         ("STATE", "string", 0),
         // Future timestamps must be strings: a `date` column prints <invalid> for a time to come.
         ("EXPIRES", "string", 0),
@@ -122,4 +123,32 @@ fn every_field_is_described_and_the_api_surface_is_complete() {
         .map(|(n, t, p)| (n.to_string(), t.to_string(), *p))
         .collect();
     assert_eq!(columns, expected);
+}
+
+#[test]
+fn status_follows_the_api_conventions() {
+    for crd in crds() {
+        let crd = serde_json::to_value(&crd).unwrap();
+        let kind = crd["spec"]["names"]["kind"].as_str().unwrap().to_string();
+        let status = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
+        // Conditions merge by type under server-side apply, as every Kubernetes condition list does.
+        let conditions = &status["conditions"];
+        assert_eq!(conditions["x-kubernetes-list-type"], "map", "{kind}");
+        assert_eq!(
+            conditions["x-kubernetes-list-map-keys"],
+            serde_json::json!(["type"]),
+            "{kind}"
+        );
+        assert_eq!(
+            conditions["items"]["properties"]["lastTransitionTime"]["format"], "date-time",
+            "{kind}"
+        );
+        // Every status time is a date-time, so the API server refuses anything else. The lastHandled*
+        // fields echo request annotations as written, which need not be times.
+        for (field, schema) in status.as_object().unwrap() {
+            if (field.ends_with("At") || field.ends_with("Time")) && !field.starts_with("lastHandled") {
+                assert_eq!(schema["format"], "date-time", "{kind}.status.{field}");
+            }
+        }
+    }
 }

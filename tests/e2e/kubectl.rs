@@ -102,7 +102,10 @@ async fn kubectl_applies_lists_rejects_and_deletes() {
 
     let table = kubectl.ok(&["get", "webhooksubscriptions"]).await;
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(header, vec!["NAME", "PROVIDER", "READY", "STATE", "EXPIRES", "AGE"]);
+    assert_eq!(
+        header,
+        vec!["NAME", "PROVIDER", "READY", "SYNCED", "STATE", "EXPIRES", "AGE"]
+    );
     assert!(
         table
             .lines()
@@ -117,6 +120,7 @@ async fn kubectl_applies_lists_rejects_and_deletes() {
             "NAME",
             "PROVIDER",
             "READY",
+            "SYNCED",
             "STATE",
             "EXPIRES",
             "AGE",

@@ -27,6 +27,8 @@ fn rendered_rbac(helm: &std::path::Path) -> Vec<Value> {
             "charts/webhook-operator",
             "--namespace",
             "webhook-operator",
+            "--set",
+            "image.repository=registry.example.com/webhook-operator",
             "--show-only",
             "templates/rbac.yaml",
         ])

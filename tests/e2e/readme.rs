@@ -168,7 +168,7 @@ async fn every_command_of_the_readme_kubectl_block_answers_as_a_cluster_would() 
                     table.contains("SUBSCRIPTION-ID") && table.contains("RENEWAL"),
                     "{table}"
                 );
-                assert_eq!(table.matches(" True ").count(), 3, "{table}");
+                assert_eq!(table.matches(" True ").count(), 6, "Ready and Synced of each: {table}");
             }
             "kubectl get webhooks -A" => {
                 let all = shell.ok(command);

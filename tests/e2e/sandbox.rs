@@ -76,6 +76,7 @@ fn sandbox_runs_the_whole_system_and_exits_cleanly() {
                 "NAME",
                 "PROVIDER",
                 "READY",
+                "SYNCED",
                 "STATE",
                 "EXPIRES",
                 "AGE",
