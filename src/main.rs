@@ -376,8 +376,16 @@ fn print_crds(output_dir: Option<PathBuf>) -> anyhow::Result<()> {
             }
         }
         None => {
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
             for crd in &crds {
-                print!("---\n{}", webhook_operator::api::crd_yaml(crd)?);
+                let written = write!(out, "---\n{}", webhook_operator::api::crd_yaml(crd)?).and_then(|()| out.flush());
+                match written {
+                    Ok(()) => {}
+                    // `crds | head`: the reader has what it wanted; stop quietly, as Unix tools do.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                    Err(e) => return Err(e).context("cannot write the CRDs to standard output"),
+                }
             }
         }
     }

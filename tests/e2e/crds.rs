@@ -48,6 +48,22 @@ fn crds_command_prints_every_crd() {
     );
 }
 
+#[test]
+fn crds_into_a_closed_pipe_stops_quietly() {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_webhook-operator"))
+        .arg("crds")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run webhook-operator crds");
+    // `crds | true`: the reader is gone before the first write, which then fails with a broken pipe.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 /// Walks every declared property and collects those without a description.
 fn undocumented(schema: &Value, path: &str, out: &mut Vec<String>) {
     if let Some(props) = schema.get("properties").and_then(Value::as_object) {

@@ -10,23 +10,21 @@ use crate::support::{repo_root, tool_binary};
 /// The image every rendering names (the chart has no default: no public image is published).
 const IMAGE: &str = "image.repository=registry.example.com/webhook-operator";
 
-fn helm_output(args: &[&str]) -> Option<std::process::Output> {
-    let binary = tool_binary("helm", "WEBHOOK_OPERATOR_HELM")?;
+fn helm_output(args: &[&str]) -> std::process::Output {
+    let binary = tool_binary("helm", "WEBHOOK_OPERATOR_HELM");
     let home = std::env::temp_dir().join(format!("whop-helm-{}", std::process::id()));
-    Some(
-        Command::new(binary)
-            .args(args)
-            .env("HELM_CACHE_HOME", home.join("cache"))
-            .env("HELM_CONFIG_HOME", home.join("config"))
-            .env("HELM_DATA_HOME", home.join("data"))
-            .current_dir(repo_root())
-            .output()
-            .unwrap(),
-    )
+    Command::new(binary)
+        .args(args)
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .current_dir(repo_root())
+        .output()
+        .unwrap()
 }
 
 /// Renders the chart (`helm template rel charts/webhook-operator -n webhook-operator ARGS`) into objects.
-fn render(args: &[&str]) -> Option<Vec<Value>> {
+fn render(args: &[&str]) -> Vec<Value> {
     let mut all = vec![
         "template",
         "rel",
@@ -35,9 +33,9 @@ fn render(args: &[&str]) -> Option<Vec<Value>> {
         "webhook-operator",
     ];
     all.extend_from_slice(args);
-    let rendered = helm(&all)?;
+    let rendered = helm(&all);
     let docs: Vec<Value> = serde_saphyr::from_multiple(&rendered).unwrap();
-    Some(docs.into_iter().filter(Value::is_object).collect())
+    docs.into_iter().filter(Value::is_object).collect()
 }
 
 fn of_kind<'a>(docs: &'a [Value], kind: &str) -> impl Iterator<Item = &'a Value> + 'a {
@@ -54,15 +52,15 @@ fn numbers_as_f64(value: &Value) -> Value {
     }
 }
 
-fn helm(args: &[&str]) -> Option<String> {
-    let output = helm_output(args)?;
+fn helm(args: &[&str]) -> String {
+    let output = helm_output(args);
     assert!(
         output.status.success(),
         "helm {args:?} failed: {}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    Some(String::from_utf8(output.stdout).unwrap())
+    String::from_utf8(output.stdout).unwrap()
 }
 
 fn rules_for<'a>(role: &'a Value, group: &str, resource: &str) -> Vec<&'a str> {
@@ -80,9 +78,7 @@ fn rules_for<'a>(role: &'a Value, group: &str, resource: &str) -> Vec<&'a str> {
 
 #[test]
 fn chart_lints_renders_and_matches_the_generated_crds() {
-    let Some(lint) = helm(&["lint", "--strict", "charts/webhook-operator", "--set", IMAGE]) else {
-        return;
-    };
+    let lint = helm(&["lint", "--strict", "charts/webhook-operator", "--set", IMAGE]);
     assert!(lint.contains("0 chart(s) failed"), "{lint}");
     let docs = render(&[
         "--set",
@@ -91,8 +87,7 @@ fn chart_lints_renders_and_matches_the_generated_crds() {
         "driftCheckInterval=2m",
         "--set",
         "allowedOverrideOrigins={http://webhook-double.test:8080}",
-    ])
-    .unwrap();
+    ]);
     let of_kind = |kind: &'static str| of_kind(&docs, kind);
 
     // The chart's CRDs are the generated ones, rendered as templates (so that upgrades upgrade them).
@@ -140,7 +135,7 @@ fn chart_lints_renders_and_matches_the_generated_crds() {
         assert!(lease_verbs.contains(&verb), "{verb} leases");
     }
     // Without leader election: no Role, and never two pods at once.
-    let single = render(&["--set", IMAGE, "--set", "leaderElection.enabled=false"]).unwrap();
+    let single = render(&["--set", IMAGE, "--set", "leaderElection.enabled=false"]);
     assert!(single.iter().all(|d| d["kind"] != "Role"));
     let single_deployment = single.iter().find(|d| d["kind"] == "Deployment").unwrap();
     assert_eq!(single_deployment["spec"]["strategy"]["type"], "Recreate");
@@ -180,9 +175,7 @@ fn chart_lints_renders_and_matches_the_generated_crds() {
 
 #[test]
 fn every_option_turned_on_renders_a_complete_install() {
-    let Some(docs) = render(&["--values", "charts/webhook-operator/ci/all-on-values.yaml"]) else {
-        return;
-    };
+    let docs = render(&["--values", "charts/webhook-operator/ci/all-on-values.yaml"]);
     let one = |kind: &str| {
         let found: Vec<&Value> = of_kind(&docs, kind).collect();
         assert_eq!(found.len(), 1, "one {kind}: {found:?}");
@@ -311,8 +304,7 @@ fn every_option_turned_on_renders_a_complete_install() {
         "--dry-run=client",
         "--values",
         "charts/webhook-operator/ci/all-on-values.yaml",
-    ])
-    .unwrap();
+    ]);
     assert!(notes.contains("deployment/platform-hooks"), "{notes}");
     assert!(notes.contains("leader election on"), "{notes}");
 }
@@ -346,13 +338,13 @@ fn bad_values_are_refused_with_a_message_naming_them() {
     for (args, message) in cases {
         let mut all = vec!["template", "rel", "charts/webhook-operator", "--set", IMAGE];
         all.extend_from_slice(args);
-        let Some(output) = helm_output(&all) else { return };
+        let output = helm_output(&all);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{args:?} rendered");
         assert!(stderr.contains(message), "{args:?}: {stderr}");
     }
     // No image: the chart has no placeholder to fall back on.
-    let output = helm_output(&["template", "rel", "charts/webhook-operator"]).unwrap();
+    let output = helm_output(&["template", "rel", "charts/webhook-operator"]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("image.repository is required"));
 }
@@ -360,22 +352,20 @@ fn bad_values_are_refused_with_a_message_naming_them() {
 #[test]
 fn crds_upgrade_with_the_release_and_stay_when_it_is_uninstalled() {
     // Helm never upgrades a chart's crds/ directory; the chart has none, its CRDs are templates.
-    let Some(shown) = helm(&["show", "crds", "charts/webhook-operator"]) else {
-        return;
-    };
+    let shown = helm(&["show", "crds", "charts/webhook-operator"]);
     assert!(shown.trim().is_empty(), "nothing in crds/: {shown}");
-    let upgrade = render(&["--is-upgrade", "--set", IMAGE]).unwrap();
+    let upgrade = render(&["--is-upgrade", "--set", IMAGE]);
     let crds: Vec<&Value> = of_kind(&upgrade, "CustomResourceDefinition").collect();
     assert_eq!(crds.len(), 3, "an upgrade applies the CRDs");
     for crd in &crds {
         assert_eq!(crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
         assert_eq!(crd["metadata"]["labels"]["app.kubernetes.io/managed-by"], "Helm");
     }
-    let not_kept = render(&["--set", IMAGE, "--set", "crds.keep=false"]).unwrap();
+    let not_kept = render(&["--set", IMAGE, "--set", "crds.keep=false"]);
     assert!(
         of_kind(&not_kept, "CustomResourceDefinition")
             .all(|c| c["metadata"]["annotations"]["helm.sh/resource-policy"].is_null())
     );
-    let managed_elsewhere = render(&["--set", IMAGE, "--set", "crds.enabled=false"]).unwrap();
+    let managed_elsewhere = render(&["--set", IMAGE, "--set", "crds.enabled=false"]);
     assert_eq!(of_kind(&managed_elsewhere, "CustomResourceDefinition").count(), 0);
 }

@@ -10,8 +10,8 @@ use webhook_operator::sandbox::kube::{Emulator, EmulatorOptions};
 
 use crate::support::{repo_root, tool_binary};
 
-/// The kubectl binary (a failure in CI when missing, a skip elsewhere).
-fn kubectl_binary() -> Option<PathBuf> {
+/// The kubectl binary (a failure when missing).
+fn kubectl_binary() -> PathBuf {
     tool_binary("kubectl", "WEBHOOK_OPERATOR_KUBECTL")
 }
 
@@ -65,7 +65,7 @@ impl Kubectl {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_applies_lists_rejects_and_deletes() {
-    let Some(binary) = kubectl_binary() else { return };
+    let binary = kubectl_binary();
     let emulator = Emulator::start(EmulatorOptions::default()).await.unwrap();
     let kubectl = Kubectl::new(binary, &emulator, "flow");
 
@@ -225,7 +225,7 @@ async fn kubectl_applies_lists_rejects_and_deletes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_manages_config_maps() {
-    let Some(binary) = kubectl_binary() else { return };
+    let binary = kubectl_binary();
     let emulator = Emulator::start(EmulatorOptions::default()).await.unwrap();
     let kubectl = Kubectl::new(binary, &emulator, "configmaps");
     let file = kubectl.home.join("settings.yaml");
@@ -276,7 +276,7 @@ async fn kubectl_manages_config_maps() {
 /// What a new user types first: kubectl sends these built-in kinds as protobuf.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_create_namespace_secret_and_configmap_work_as_on_a_cluster() {
-    let Some(binary) = kubectl_binary() else { return };
+    let binary = kubectl_binary();
     let emulator = Emulator::start(EmulatorOptions::default()).await.unwrap();
     let kubectl = Kubectl::new(binary, &emulator, "create");
     let created = kubectl.ok(&["create", "namespace", "team-a"]).await;

@@ -88,12 +88,8 @@ fn dir_of(binary: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_command_of_the_readme_kubectl_block_answers_as_a_cluster_would() {
-    let (Some(kubectl), Some(helm)) = (
-        tool_binary("kubectl", "WEBHOOK_OPERATOR_KUBECTL"),
-        tool_binary("helm", "WEBHOOK_OPERATOR_HELM"),
-    ) else {
-        return;
-    };
+    let kubectl = tool_binary("kubectl", "WEBHOOK_OPERATOR_KUBECTL");
+    let helm = tool_binary("helm", "WEBHOOK_OPERATOR_HELM");
     let home = std::env::temp_dir().join(format!("whop-readme-{}-{}", std::process::id(), fastrand::u64(..)));
     std::fs::create_dir_all(&home).unwrap();
     // `kubectl edit` rotates the token the way a person would: replaces the value in the editor.

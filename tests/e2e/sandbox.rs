@@ -56,7 +56,8 @@ fn sandbox_runs_the_whole_system_and_exits_cleanly() {
         .spawn()
         .unwrap();
     // Meanwhile, real kubectl in "another terminal" sees the subscriptions with their columns.
-    if let Some(kubectl) = tool_binary("kubectl", "WEBHOOK_OPERATOR_KUBECTL") {
+    {
+        let kubectl = tool_binary("kubectl", "WEBHOOK_OPERATOR_KUBECTL");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         let table = loop {
             std::thread::sleep(std::time::Duration::from_millis(500));
