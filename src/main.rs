@@ -275,8 +275,11 @@ fn run_controller(
             None => {
                 let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 let asked_by_signal = asked.clone();
+                // Without election this replica is the one that acts.
+                webhook_operator::telemetry::leader("none", true);
                 webhook_operator::controller::run(client, config, async move {
                     webhook_operator::controller::shutdown_signal().await;
+                    webhook_operator::telemetry::health().set_stopping();
                     asked_by_signal.store(true, std::sync::atomic::Ordering::SeqCst);
                 })
                 .await;
@@ -298,7 +301,10 @@ fn run_controller(
                     election,
                     clock,
                     guard,
-                    webhook_operator::controller::shutdown_signal(),
+                    async {
+                        webhook_operator::controller::shutdown_signal().await;
+                        webhook_operator::telemetry::health().set_stopping();
+                    },
                     move |stop| async move {
                         webhook_operator::controller::run(client, config, async {
                             let _ = stop.await;

@@ -96,6 +96,7 @@ impl ProviderRegistry {
         // waiting, and a Retry-After pause to every client of the account.
         let limiter = self.limiter(&settings.key);
         limiter.set(rps, burst);
+        let labels = settings.metric_labels();
         let account = |base_url: String, token_url: String| AccountConfig {
             base_url,
             token_url,
@@ -105,9 +106,11 @@ impl ProviderRegistry {
             retry: self.retry,
             http: self.http.clone(),
             clock: self.clock.clone(),
+            labels: labels.clone(),
         };
         let api: Arc<dyn WebhookApi> = bindings::client(block, &settings.display, &self.endpoints, account)?;
-        let client = Arc::new(Inventoried::new(api, self.inventory(settings, client_id), limiter));
+        let client =
+            Arc::new(Inventoried::new(api, self.inventory(settings, client_id), limiter).with_labels(labels.clone()));
         clients.insert(settings.key.clone(), (fingerprint, client.clone()));
         Ok(client)
     }

@@ -258,6 +258,8 @@ pub struct Inventoried {
     pub inventory: Arc<Inventory>,
     /// The account's rate limiter.
     limiter: Arc<RateLimiter>,
+    /// The provider object, as metrics label it.
+    labels: crate::telemetry::ProviderLabels,
 }
 
 impl Inventoried {
@@ -267,7 +269,19 @@ impl Inventoried {
             api,
             inventory,
             limiter,
+            labels: crate::telemetry::ProviderLabels::default(),
         }
+    }
+
+    /// Labels its metrics with the provider object it serves.
+    pub fn with_labels(mut self, labels: crate::telemetry::ProviderLabels) -> Self {
+        self.labels = labels;
+        self
+    }
+
+    /// The provider object, as metrics label it.
+    pub fn labels(&self) -> &crate::telemetry::ProviderLabels {
+        &self.labels
     }
 
     /// For a routine pass: `None` to go on now, or how long to stay away because the account is at its

@@ -218,6 +218,7 @@ where
     let api: Api<Lease> = Api::namespaced(client, &election.namespace);
     let mut observed = Observed::default();
     tokio::pin!(shutdown);
+    crate::telemetry::leader(&election.name, false);
     // Campaign.
     loop {
         let attempt_started = Instant::now();
@@ -235,6 +236,7 @@ where
         }
     }
     tracing::info!(identity = %election.identity, lease = %election.name, "became the leader");
+    crate::telemetry::leader(&election.name, true);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     let mut leading = tokio::spawn(lead(stop_rx));
     // The last renewal is counted from when its request started: the Lease may have been written then.
@@ -254,6 +256,7 @@ where
                     Err(e) => e.to_string(),
                 };
                 guard.revoke();
+                crate::telemetry::leader(&election.name, false);
                 let _ = release(&api, &election).await;
                 tracing::error!(reason = %why, "the controller stopped while leading; released the lease");
                 return Err(LeadershipLost::ControllerEnded(why));
@@ -270,6 +273,7 @@ where
             Err(_) => break Err(LeadershipLost::Lease),
         }
     };
+    crate::telemetry::leader(&election.name, false);
     match outcome {
         Ok(()) => {
             let _ = stop_tx.send(());

@@ -208,7 +208,7 @@ async fn converge(
         let shared_listing = plan::uses_shared_listing(&lookup, sub.spec.adoption_policy);
         if let Some(after) = api.come_back_after(shared_listing) {
             tracing::debug!(subscription = %sub.name_any(), after_ms = after.as_millis() as u64, "account at its rate limit; coming back later");
-            crate::telemetry::deferred(api.provider().as_str());
+            crate::telemetry::deferred(api.labels());
             return Outcome::Held(Wake::After(after));
         }
     }
@@ -320,14 +320,29 @@ fn record_gauges(sub: &WebhookSubscription, status: &WebhookSubscriptionStatus) 
         &sub.namespace().unwrap_or_default(),
         &sub.name_any(),
         Some(crate::telemetry::SubscriptionGauges {
-            provider: bindings::subscription_block(&sub.spec)
-                .map_or("unknown", |b| b.provider_type().as_str())
-                .to_string(),
+            provider: subscription_provider_labels(sub),
             ready: condition_state(&status.conditions, condition::READY).map_or_else(|| "Unknown".into(), |c| c.0),
             expiration: epoch(&status.expires_at),
             renewal: epoch(&status.renewal_time),
         }),
     );
+}
+
+/// The provider a subscription names, as metrics label it.
+fn subscription_provider_labels(sub: &WebhookSubscription) -> crate::telemetry::ProviderLabels {
+    let reference = &sub.spec.provider_ref;
+    let (kind, namespace) = match reference.kind {
+        crate::api::ProviderKind::WebhookProvider => ("WebhookProvider", sub.namespace().unwrap_or_default()),
+        crate::api::ProviderKind::ClusterWebhookProvider => ("ClusterWebhookProvider", String::new()),
+    };
+    crate::telemetry::ProviderLabels {
+        provider_kind: kind.to_string(),
+        provider_namespace: namespace,
+        provider_name: reference.name.clone(),
+        provider_type: bindings::subscription_block(&sub.spec)
+            .map_or("unknown", |b| b.provider_type().as_str())
+            .to_string(),
+    }
 }
 
 /// One pass over a deleted subscription: plan what deleting means, act, report.

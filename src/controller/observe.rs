@@ -101,6 +101,25 @@ impl ProviderSettings {
     pub fn block(&self) -> Result<ProviderBlock<'_>, ConfigError> {
         bindings::provider_block(&self.avaya, &self.vonage, &self.authvia, &self.display)
     }
+
+    /// The provider object, as metrics label it (from its key: `Kind/namespace/name` or `Kind/name`).
+    pub fn metric_labels(&self) -> crate::telemetry::ProviderLabels {
+        let parts: Vec<&str> = self.key.split('/').collect();
+        let (kind, namespace, name) = match parts.as_slice() {
+            [kind, namespace, name] => (*kind, *namespace, *name),
+            [kind, name] => (*kind, "", *name),
+            _ => ("", "", self.key.as_str()),
+        };
+        crate::telemetry::ProviderLabels {
+            provider_kind: kind.to_string(),
+            provider_namespace: namespace.to_string(),
+            provider_name: name.to_string(),
+            provider_type: self
+                .block()
+                .map_or("unknown", |b| b.provider_type().as_str())
+                .to_string(),
+        }
+    }
 }
 
 /// A signing secret the pass decided to generate: `act` writes it (into a Secret the subscription owns)

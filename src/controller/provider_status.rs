@@ -55,6 +55,11 @@ async fn check(
     }
     .await;
     let (ready, reason, message) = provider_condition(&outcome);
+    crate::telemetry::provider_ready(
+        &settings.key,
+        &settings.metric_labels(),
+        Some(if ready { "True" } else { "False" }),
+    );
     let mut next = current.clone();
     next.observed_generation = Some(generation);
     set_condition(

@@ -81,6 +81,11 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
     let seen = ctx.clone();
     let subscription_events = watcher(Api::<WebhookSubscription>::all(client.clone()), wc.clone())
         .default_backoff()
+        // /readyz tells the truth over time: not ready while this watch fails, ready when it delivers.
+        .inspect(|result| {
+            let failure = result.as_ref().err().map(ToString::to_string);
+            crate::telemetry::health().watch_result(failure.as_deref());
+        })
         // managedFields and kubectl's copy of the last applied object are most of a stored object, and
         // no pass reads them.
         .modify(|sub: &mut WebhookSubscription| {
@@ -350,6 +355,7 @@ async fn prune_states(
                     .map(|p| super::observe::cluster_provider_key(p)),
             )
             .collect();
+        crate::telemetry::retain_providers(&accounts);
         ctx.registry.retain_accounts(&accounts);
     }
 }

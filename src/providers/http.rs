@@ -189,6 +189,7 @@ struct RawViolation {
 /// An account's connection to a provider API.
 pub struct ApiClient {
     provider: &'static str,
+    labels: crate::telemetry::ProviderLabels,
     http: reqwest::Client,
     tokens: Arc<TokenCache>,
     limiter: Arc<RateLimiter>,
@@ -231,6 +232,7 @@ impl ApiClient {
         let tokens = TokenCache::new(provider, request, config.http.clone(), config.clock.clone());
         ApiClient {
             provider,
+            labels: config.labels,
             http: config.http,
             tokens: Arc::new(tokens),
             limiter: config.limiter,
@@ -297,13 +299,15 @@ impl ApiClient {
                 attempt,
                 "provider call"
             );
+            let started = std::time::Instant::now();
             let response = match request.send().await {
                 Ok(r) => {
-                    crate::telemetry::provider_request(self.provider, call.operation, Some(r.status().as_u16()));
+                    let status = Some(r.status().as_u16());
+                    crate::telemetry::provider_request(&self.labels, call.operation, status, started.elapsed());
                     r
                 }
                 Err(e) => {
-                    crate::telemetry::provider_request(self.provider, call.operation, None);
+                    crate::telemetry::provider_request(&self.labels, call.operation, None, started.elapsed());
                     // A connect failure never reached the provider, so even a create may be repeated.
                     let safe = call.idempotent || e.is_connect();
                     if safe && attempt < self.policy.max_attempts {

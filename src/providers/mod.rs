@@ -525,6 +525,8 @@ pub struct AccountConfig {
     pub http: reqwest::Client,
     /// Time source for expiries and signatures.
     pub clock: crate::clock::SharedClock,
+    /// The provider object the account belongs to, as metrics label it.
+    pub labels: crate::telemetry::ProviderLabels,
 }
 
 impl std::fmt::Debug for AccountConfig {

@@ -245,6 +245,47 @@ fn every_option_turned_on_renders_a_complete_install() {
         monitored.iter().all(|(k, v)| &service["metadata"]["labels"][k] == v),
         "selects the Service"
     );
+    // Alerts only on metrics the operator exposes: one sample of each family, then their `# TYPE` lines
+    // (a family without samples is not printed).
+    let rule = one("PrometheusRule");
+    assert_eq!(rule["metadata"]["labels"]["release"], "prometheus");
+    record_one_of_each_metric();
+    let exposed: Vec<String> = webhook_operator::telemetry::render()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    let alerts = rule["spec"]["groups"][0]["rules"].as_array().unwrap();
+    let names: Vec<&str> = alerts.iter().filter_map(|r| r["alert"].as_str()).collect();
+    for wanted in [
+        "WebhookSubscriptionExpiringSoon",
+        "WebhookSubscriptionRenewalFailing",
+        "WebhookProviderNotReady",
+        "WebhookOperatorReconcileErrors",
+    ] {
+        assert!(names.contains(&wanted), "{names:?}");
+    }
+    for alert in alerts {
+        let expr = alert["expr"].as_str().unwrap();
+        assert!(expr.contains("webhook_operator_"), "{expr}");
+        for metric in expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("webhook_operator_"))
+        {
+            let family = ["_total", "_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| metric.strip_suffix(suffix))
+                .unwrap_or(metric);
+            assert!(
+                exposed.iter().any(|e| e == family),
+                "{metric} in {expr} is not exposed: {exposed:?}"
+            );
+        }
+    }
+    assert!(
+        expr_of(alerts, "WebhookSubscriptionExpiringSoon").ends_with("< 1800"),
+        "expiryWarningSeconds"
+    );
     let budget = one("PodDisruptionBudget");
     assert_eq!(budget["spec"]["minAvailable"], 1);
     let policy = one("NetworkPolicy");
@@ -311,7 +352,7 @@ fn every_option_turned_on_renders_a_complete_install() {
 
 #[test]
 fn bad_values_are_refused_with_a_message_naming_them() {
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
         (
             &["--set", "replicaCount=abc"],
             "at '/replicaCount': got string, want integer",
@@ -333,6 +374,10 @@ fn bad_values_are_refused_with_a_message_naming_them() {
         (
             &["--set", "unknownValue=1"],
             "additional properties 'unknownValue' not allowed",
+        ),
+        (
+            &["--set", "metrics.prometheusRule.expiryWarningSeconds=soon"],
+            "at '/metrics/prometheusRule/expiryWarningSeconds'",
         ),
     ];
     for (args, message) in cases {
@@ -368,4 +413,38 @@ fn crds_upgrade_with_the_release_and_stay_when_it_is_uninstalled() {
     );
     let managed_elsewhere = render(&["--set", IMAGE, "--set", "crds.enabled=false"]);
     assert_eq!(of_kind(&managed_elsewhere, "CustomResourceDefinition").count(), 0);
+}
+
+fn expr_of<'a>(alerts: &'a [Value], name: &str) -> &'a str {
+    alerts
+        .iter()
+        .find(|a| a["alert"] == name)
+        .and_then(|a| a["expr"].as_str())
+        .unwrap_or_default()
+}
+
+/// One sample in every metric family, under a provider no other test uses.
+fn record_one_of_each_metric() {
+    use webhook_operator::telemetry;
+    let provider = telemetry::ProviderLabels {
+        provider_kind: "WebhookProvider".into(),
+        provider_namespace: "helm-chart-test".into(),
+        provider_name: "alerts".into(),
+        provider_type: "avaya".into(),
+    };
+    telemetry::provider_request(&provider, "create", Some(201), std::time::Duration::from_millis(5));
+    telemetry::provider_ready("WebhookProvider/helm-chart-test/alerts", &provider, Some("True"));
+    telemetry::reconcile(std::time::Duration::from_millis(5), Some("HelmChartTest"));
+    telemetry::deferred(&provider);
+    telemetry::subscription(
+        "helm-chart-test",
+        "alerts",
+        Some(telemetry::SubscriptionGauges {
+            provider,
+            ready: "True".into(),
+            expiration: Some(2e9),
+            renewal: Some(2e9),
+        }),
+    );
+    telemetry::leader("helm-chart-test", false);
 }

@@ -773,7 +773,7 @@ async fn http_get(addr: &str, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
         .await
         .ok()?;
     let mut response = String::new();
@@ -826,13 +826,30 @@ async fn the_run_command_reconciles_and_serves_metrics() {
     })
     .await;
     let body = http_get(&metrics, "/metrics").await.unwrap();
-    assert!(
-        body.contains(r#"webhook_operator_provider_requests_total{provider="avaya",operation="create",code="201"} 1"#),
-        "{body}"
-    );
-    assert!(body.contains(r#"webhook_operator_subscription_ready_status{namespace="default",name="from-binary",provider="avaya",condition="True"} 1"#), "{body}");
-    assert!(body.contains(
-        "webhook_operator_subscription_expiration_timestamp_seconds{namespace=\"default\",name=\"from-binary\""
+    assert!(body.contains("application/openmetrics-text"), "{body}");
+    // Every provider series names the provider object: kind, namespace, name, and the API it speaks.
+    let provider =
+        r#"provider_kind="WebhookProvider",provider_namespace="default",provider_name="avaya",provider_type="avaya""#;
+    let has = |line: String| assert!(body.contains(&line), "{line} missing in {body}");
+    has(format!(
+        r#"webhook_operator_provider_requests_total{{{provider},operation="create",code="201"}} 1"#
+    ));
+    has(format!(
+        r#"webhook_operator_provider_request_duration_seconds_count{{{provider},operation="create"}} 1"#
+    ));
+    has(format!(
+        r#"webhook_operator_subscription_ready_status{{namespace="default",name="from-binary",{provider},condition="True"}} 1"#
+    ));
+    has(format!(
+        r#"webhook_operator_subscription_expiration_timestamp_seconds{{namespace="default",name="from-binary",{provider}}}"#
+    ));
+    has(format!(
+        r#"webhook_operator_provider_ready_status{{{provider},condition="True"}} 1"#
+    ));
+    has(r#"webhook_operator_leader_election_status{name="webhook-operator"} 1"#.to_string());
+    has(format!(
+        r#"webhook_operator_build_info{{version="{}"}} 1"#,
+        env!("CARGO_PKG_VERSION")
     ));
     assert!(!body.contains(AVAYA_TOKEN) && !body.contains(AVAYA_SECRET));
     let lease = env

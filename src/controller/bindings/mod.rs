@@ -76,6 +76,17 @@ pub enum ProviderBlock<'a> {
     Authvia(&'a AuthViaProvider),
 }
 
+impl ProviderBlock<'_> {
+    /// The API the block is for.
+    pub fn provider_type(self) -> ProviderType {
+        match self {
+            ProviderBlock::Avaya(_) => ProviderType::Avaya,
+            ProviderBlock::Vonage(_) => ProviderType::Vonage,
+            ProviderBlock::Authvia(_) => ProviderType::Authvia,
+        }
+    }
+}
+
 /// The one block of a provider spec.
 pub fn provider_block<'a>(
     avaya: &'a Option<AvayaProvider>,

@@ -53,6 +53,7 @@ pub fn account(base_url: String, token_url: String, id: &str, secret: &str) -> A
         },
         http: http_client(Duration::from_secs(5)),
         clock: Arc::new(webhook_operator::clock::SystemClock) as SharedClock,
+        labels: Default::default(),
     }
 }
 
