@@ -241,8 +241,11 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 async fn kube_client(kubeconfig: Option<PathBuf>) -> anyhow::Result<kube::Client> {
     let config = match kubeconfig {
         Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(&path)
-                .with_context(|| format!("cannot read the kubeconfig {}", path.display()))?;
+            // Read it here: kube's own error quotes the path twice and repeats the cause.
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| anyhow::anyhow!("cannot read the kubeconfig {}: {e}", path.display()))?;
+            let file = kube::config::Kubeconfig::from_yaml(&text)
+                .map_err(|e| anyhow::anyhow!("the kubeconfig {} is not valid: {e}", path.display()))?;
             kube::Config::from_custom_kubeconfig(file, &Default::default())
                 .await
                 .with_context(|| format!("the kubeconfig {} is not usable", path.display()))?
@@ -328,6 +331,7 @@ fn run_sandbox(options: webhook_operator::sandbox::system::SandboxOptions) -> an
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -38,6 +38,12 @@ use super::common::{AdoptionPolicy, DeletionPolicy, SecretValueSource, SigningSe
         description = "Whether the remote subscription is usable"
     ),
     printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        description = "Why the subscription is or is not ready (the troubleshooting table says what to do)"
+    ),
+    printcolumn(
         name = "Synced",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Synced\")].status",
@@ -69,6 +75,13 @@ use super::common::{AdoptionPolicy, DeletionPolicy, SecretValueSource, SigningSe
         json_path = ".status.renewalTime",
         priority = 1,
         description = "When the operator renews the remote subscription next"
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message",
+        priority = 1,
+        description = "The Ready condition's message"
     )
 )]
 #[serde(rename_all = "camelCase")]
@@ -85,7 +98,8 @@ pub struct WebhookSubscriptionSpec {
     pub provider_ref: ProviderRef,
     /// The https URL that receives the deliveries.
     #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() == 'https'").message("spec.endpoint must be an absolute https:// URL, for example https://hooks.example.com/events; the providers refuse plain http"))]
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() != ''").message("spec.endpoint must be an absolute URL with its scheme and host, for example https://hooks.example.com/events"))]
+    #[x_kube(validation = Rule::new("!isURL(self) || url(self).getScheme() in ['', 'https']").message("spec.endpoint must use https (https://...): the providers refuse plain http"))]
     pub endpoint: String,
     /// Avaya Infinity Events API subscription; set only when the provider is of type avaya.
     #[serde(default, skip_serializing_if = "Option::is_none")]

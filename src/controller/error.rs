@@ -113,26 +113,22 @@ impl ReconcileError {
         }
     }
 
-    /// The `Synced` condition reason.
+    /// The `Synced` condition reason: what failed, as specifically as it is known (a spec or provider to
+    /// fix, a refusal, a rate limit); `ReconcileError` only for a call that failed for no named reason.
     pub fn synced_reason(&self) -> Reason {
         match self {
-            ReconcileError::Blocked {
-                reason: Reason::NotVisibleYet,
-                ..
-            } => Reason::NotVisibleYet,
+            ReconcileError::Config(c) => c.reason,
+            ReconcileError::Blocked { reason, .. } => *reason,
             ReconcileError::Provider(p) => match p.kind {
                 ErrorKind::Unauthorized | ErrorKind::Forbidden => Reason::Unauthorized,
                 ErrorKind::RateLimited => Reason::RateLimited,
-                ErrorKind::Invalid
-                | ErrorKind::NotFound
-                | ErrorKind::Conflict
-                | ErrorKind::Transient
-                | ErrorKind::Unsupported
-                | ErrorKind::DestinationUnverified => Reason::ReconcileError,
+                ErrorKind::Invalid => Reason::InvalidSpec,
+                ErrorKind::DestinationUnverified => Reason::DestinationUnverified,
+                ErrorKind::NotFound | ErrorKind::Conflict | ErrorKind::Transient | ErrorKind::Unsupported => {
+                    Reason::ReconcileError
+                }
             },
-            ReconcileError::Config(_) | ReconcileError::Blocked { .. } | ReconcileError::Kube(_) => {
-                Reason::ReconcileError
-            }
+            ReconcileError::Kube(_) => Reason::ReconcileError,
         }
     }
 
@@ -226,6 +222,18 @@ mod tests {
         assert_eq!(p(ErrorKind::Invalid).event_reason(), Reason::InvalidSpec);
         assert!(p(ErrorKind::Invalid).judges_generation());
         assert_eq!(p(ErrorKind::Unauthorized).synced_reason(), Reason::Unauthorized);
+        // Synced names what failed: a spec or provider to fix, not a generic ReconcileError.
+        assert_eq!(p(ErrorKind::Invalid).synced_reason(), Reason::InvalidSpec);
+        let spec: ReconcileError = ConfigError::spec("Secret default/x does not exist").into();
+        assert_eq!(spec.synced_reason(), Reason::InvalidSpec);
+        let provider: ReconcileError = ConfigError::provider("WebhookProvider \"p\" does not exist").into();
+        assert_eq!(provider.synced_reason(), Reason::ProviderNotReady);
+        let blocked = ReconcileError::Blocked {
+            reason: Reason::AlreadyClaimed,
+            message: "m".into(),
+        };
+        assert_eq!(blocked.synced_reason(), Reason::AlreadyClaimed);
+        assert_eq!(p(ErrorKind::Transient).synced_reason(), Reason::ReconcileError);
         assert_eq!(p(ErrorKind::Forbidden).ready_reason(), Reason::ProviderNotReady);
         assert_eq!(p(ErrorKind::Transient).retry(), Retry::Backoff);
         assert!(p(ErrorKind::Transient).keeps_ready());

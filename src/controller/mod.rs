@@ -285,7 +285,13 @@ async fn record(
         GateChange::Set(gate) => ctx.objects.update(&uid, |s| s.gate = Some(gate)),
     }
     if let Some((reason, message)) = &error {
-        tracing::info!(subscription = %sub.name_any(), reason = reason.as_str(), error = %message, "reconcile failed");
+        tracing::warn!(
+            namespace = %sub.namespace().unwrap_or_default(),
+            subscription = %sub.name_any(),
+            reason = reason.as_str(),
+            error = %message,
+            "reconcile failed"
+        );
         crate::telemetry::reconcile_error(reason.as_str());
     }
     record_gauges(sub, &status);

@@ -75,6 +75,9 @@ reasons! {
     Reactivated,
     /// The remote subscription was renewed.
     Renewed,
+    /// A renewal was requested for a subscription that does not expire (Vonage, AuthVia): handled as a
+    /// check against the provider.
+    RenewNotApplicable,
     /// An existing remote subscription was taken over.
     Adopted,
     /// The remote subscription disappeared outside the operator.

@@ -265,9 +265,10 @@ impl TokenCache {
         };
         tracing::debug!(provider = self.provider, token_url = %url, "requesting an access token");
         let response = request.send().await.map_err(|e| {
+            let shown = reqwest::Url::parse(url).map(|u| shown_url(&u)).unwrap_or_default();
             error(
                 ErrorKind::Transient,
-                format!("token endpoint unreachable: {}", transport_reason(&e)),
+                format!("token endpoint {shown} unreachable: {}", transport_reason(&e)),
             )
         })?;
         let status = response.status().as_u16();
@@ -321,22 +322,100 @@ impl TokenCache {
     }
 }
 
-/// A transport error's reason without its URL's query (reqwest errors can carry the URL).
-pub(crate) fn transport_reason(e: &reqwest::Error) -> &'static str {
+/// Where a request went, for messages: scheme, host, port and path, never userinfo or a query.
+pub(crate) fn shown_url(url: &reqwest::Url) -> String {
+    let mut shown = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default());
+    if let Some(port) = url.port() {
+        shown.push_str(&format!(":{port}"));
+    }
+    shown.push_str(url.path());
+    shown
+}
+
+/// What a person can act on from a transport failure: a timeout, a DNS lookup that failed, a TLS
+/// handshake that failed (with the TLS library's reason), a refused connection, or the innermost
+/// cause. reqwest's own text wraps the cause in layers and may carry the URL's query; this names the
+/// cause once. The causes are the HTTP and TLS stacks' messages, which carry no credentials.
+pub(crate) fn transport_reason(e: &reqwest::Error) -> String {
+    let mut causes: Vec<String> = Vec::new();
+    let (mut tls, mut refused) = (false, false);
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        tls |= cause.is::<rustls::Error>();
+        // The connector wraps the TLS library's error in io::Errors, which do not chain as sources.
+        let mut io = cause.downcast_ref::<std::io::Error>();
+        while let Some(e) = io {
+            refused |= e.kind() == std::io::ErrorKind::ConnectionRefused;
+            let inner = e.get_ref();
+            tls |= inner.is_some_and(|inner| inner.is::<rustls::Error>());
+            io = inner.and_then(|inner| inner.downcast_ref::<std::io::Error>());
+        }
+        source = cause.source();
+    }
+    let innermost = causes.last().cloned().unwrap_or_default();
+    let all = causes.join(": ").to_lowercase();
     if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection refused or failed"
+        "timed out".into()
+    } else if all.contains("dns error") || all.contains("failed to lookup address") {
+        format!("DNS lookup failed ({innermost})")
+    } else if tls || all.contains("certificate") {
+        format!("TLS handshake failed ({innermost})")
+    } else if refused || all.contains("connection refused") {
+        "connection refused".into()
     } else if e.is_body() || e.is_decode() {
-        "response body broken"
+        format!("response body broken ({innermost})")
+    } else if innermost.is_empty() {
+        "request failed".into()
     } else {
-        "request failed"
+        innermost
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn failure(url: &str, timeout: Duration) -> String {
+        let client = crate::providers::http::http_client(timeout);
+        let error = client.get(url).send().await.expect_err("the request fails");
+        transport_reason(&error)
+    }
+
+    #[tokio::test]
+    async fn transport_failures_name_their_cause() {
+        // Refused: nothing listens on the port any more.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let refused = failure(&format!("http://{closed}/token"), Duration::from_secs(5)).await;
+        assert_eq!(refused, "connection refused");
+        // TLS: a plain-text server answers an https request.
+        let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let plain_addr = plain.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = plain.accept().await {
+                let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, b"HTTP/1.1 200 OK\r\n\r\n").await;
+            }
+        });
+        let tls = failure(&format!("https://{plain_addr}/token"), Duration::from_secs(5)).await;
+        assert!(tls.starts_with("TLS handshake failed ("), "{tls}");
+        // Timeout: a server that accepts and never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_addr = silent.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = silent.accept().await {
+                held.push(stream);
+            }
+        });
+        let slow = failure(&format!("http://{silent_addr}/token"), Duration::from_millis(200)).await;
+        assert_eq!(slow, "timed out");
+        // Messages show where the request went, never a query or credentials.
+        let url = reqwest::Url::parse("https://user:pass@login.example.com:8443/oauth/token?secret=x").unwrap();
+        assert_eq!(shown_url(&url), "https://login.example.com:8443/oauth/token");
+    }
 
     #[test]
     fn authvia_signature_matches_the_documented_logic() {

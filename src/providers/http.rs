@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::auth::{TokenCache, transport_reason};
+use super::auth::{TokenCache, shown_url, transport_reason};
 use super::error::{ErrorKind, ProviderError, Result, Violation};
 use crate::clock::SharedClock;
 
@@ -314,7 +314,11 @@ impl ApiClient {
                         tokio::time::sleep(self.policy.backoff(attempt)).await;
                         continue;
                     }
-                    return Err(self.error(&call, ErrorKind::Transient, None, transport_reason(&e).to_string()));
+                    let shown = reqwest::Url::parse(&call.url)
+                        .map(|u| shown_url(&u))
+                        .unwrap_or_default();
+                    let reason = format!("{shown} unreachable: {}", transport_reason(&e));
+                    return Err(self.error(&call, ErrorKind::Transient, None, reason));
                 }
             };
             let status = response.status().as_u16();
@@ -326,12 +330,7 @@ impl ApiClient {
                         tokio::time::sleep(self.policy.backoff(attempt)).await;
                         continue;
                     }
-                    return Err(self.error(
-                        &call,
-                        ErrorKind::Transient,
-                        Some(status),
-                        transport_reason(&e).to_string(),
-                    ));
+                    return Err(self.error(&call, ErrorKind::Transient, Some(status), transport_reason(&e)));
                 }
             };
             match status {

@@ -126,6 +126,7 @@ fn every_field_is_described_and_the_api_surface_is_complete() {
     let expected = [
         ("PROVIDER", "string", 0),
         ("READY", "string", 0),
+        ("REASON", "string", 0),
         ("SYNCED", "string", 0),
         ("STATE", "string", 0),
         // Future timestamps must be strings: a `date` column prints <invalid> for a time to come.
@@ -133,6 +134,7 @@ fn every_field_is_described_and_the_api_surface_is_complete() {
         ("AGE", "date", 0),
         ("SUBSCRIPTION-ID", "string", 1),
         ("RENEWAL", "string", 1),
+        ("MESSAGE", "string", 1),
     ];
     let expected: Vec<(String, String, i64)> = expected
         .iter()

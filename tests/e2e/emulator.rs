@@ -341,7 +341,7 @@ async fn status_apply_generation_and_conflicts() {
         kube::Error::Api(s) => {
             assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
             assert!(
-                s.message.contains("spec.endpoint must be an absolute https:// URL"),
+                s.message.contains("spec.endpoint must use https (https://...)"),
                 "{}",
                 s.message
             );

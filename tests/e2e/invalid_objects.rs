@@ -92,6 +92,8 @@ struct Case {
 
 const EXACTLY_ONE_BLOCK: &str =
     "(has(self.avaya) ? 1 : 0) + (has(self.vonage) ? 1 : 0) + (has(self.authvia) ? 1 : 0) <= 1";
+const ABSOLUTE_URL: &str = "isURL(self) && url(self).getScheme() != ''";
+const HTTPS_SCHEME: &str = "!isURL(self) || url(self).getScheme() in ['', 'https']";
 const HTTPS_URL: &str = "isURL(self) && url(self).getScheme() == 'https'";
 const HTTP_URL: &str = "isURL(self) && url(self).getScheme() in ['http', 'https']";
 const AUTO_DISABLE: &str = "!has(self.autoDisable) || self.autoDisable || (has(self.attempts) && self.attempts <= 3)";
@@ -173,15 +175,22 @@ fn cases() -> Vec<Case> {
             mistake: "http endpoint",
             object: with(avaya_sub(), "/spec/endpoint", json!("http://hooks.example.com/avaya")),
             field: "spec.endpoint",
-            rule: HTTPS_URL,
-            hint: "must be an absolute https:// URL",
+            rule: HTTPS_SCHEME,
+            hint: "must use https (https://...): the providers refuse plain http",
         },
         Case {
             mistake: "relative endpoint",
             object: with(avaya_sub(), "/spec/endpoint", json!("/hooks/avaya")),
             field: "spec.endpoint",
-            rule: HTTPS_URL,
-            hint: "must be an absolute https:// URL",
+            rule: ABSOLUTE_URL,
+            hint: "must be an absolute URL with its scheme and host",
+        },
+        Case {
+            mistake: "endpoint without a scheme",
+            object: with(avaya_sub(), "/spec/endpoint", json!("hooks.example.com/avaya")),
+            field: "spec.endpoint",
+            rule: ABSOLUTE_URL,
+            hint: "must be an absolute URL with its scheme and host, for example https://",
         },
         Case {
             mistake: "endpoint over 2048 characters",

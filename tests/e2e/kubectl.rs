@@ -104,7 +104,9 @@ async fn kubectl_applies_lists_rejects_and_deletes() {
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        vec!["NAME", "PROVIDER", "READY", "SYNCED", "STATE", "EXPIRES", "AGE"]
+        vec![
+            "NAME", "PROVIDER", "READY", "REASON", "SYNCED", "STATE", "EXPIRES", "AGE"
+        ]
     );
     assert!(
         table
@@ -120,12 +122,14 @@ async fn kubectl_applies_lists_rejects_and_deletes() {
             "NAME",
             "PROVIDER",
             "READY",
+            "REASON",
             "SYNCED",
             "STATE",
             "EXPIRES",
             "AGE",
             "SUBSCRIPTION-ID",
-            "RENEWAL"
+            "RENEWAL",
+            "MESSAGE"
         ]
     );
 

@@ -867,6 +867,23 @@ async fn the_run_command_reconciles_and_serves_metrics() {
         "it acted as the elected leader"
     );
     child.kill().await.unwrap();
+    let log = std::fs::read_to_string(dir.join("operator.log")).unwrap();
+    assert!(log.contains("became the leader"), "{log}");
+    assert!(!log.contains('\u{1b}'), "no colour codes in a log file: {log}");
+}
+
+#[test]
+fn a_missing_kubeconfig_is_named_once_with_its_cause() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_webhook-operator"))
+        .args(["run", "--kubeconfig", "/nonexistent/kubeconfig"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr.trim(),
+        "error: cannot read the kubeconfig /nonexistent/kubeconfig: No such file or directory (os error 2)"
+    );
 }
 
 #[tokio::test]

@@ -241,6 +241,18 @@ async fn every_command_of_the_readme_kubectl_block_answers_as_a_cluster_would() 
                     "{error}"
                 );
             }
+            c if c.starts_with("kubectl create secret generic avaya-webhook-token --from-literal=token=") => {
+                // Rotation without base64 by hand: the value is written, and sent.
+                let before = shell.ok(applied_hash);
+                assert!(shell.ok(command).contains("secret/avaya-webhook-token configured"));
+                let data = shell.ok("kubectl get secret avaya-webhook-token -o jsonpath='{.data.token}'");
+                assert_eq!(data, "YW5vdGhlci1sb25nLXJhbmRvbS10b2tlbg==");
+                shell
+                    .until(applied_hash, "the applied token is sent", |h| {
+                        h != before && !h.is_empty()
+                    })
+                    .await;
+            }
             "kubectl label webhooksubscription agent-events team=contact-centre" => {
                 shell.ok(command);
                 let label = shell.ok("kubectl get webhooksubscription -l team=contact-centre -o name");

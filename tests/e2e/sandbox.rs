@@ -77,12 +77,14 @@ fn sandbox_runs_the_whole_system_and_exits_cleanly() {
                 "NAME",
                 "PROVIDER",
                 "READY",
+                "REASON",
                 "SYNCED",
                 "STATE",
                 "EXPIRES",
                 "AGE",
                 "SUBSCRIPTION-ID",
-                "RENEWAL"
+                "RENEWAL",
+                "MESSAGE"
             ]
         );
         assert!(table.contains("agent-events") && table.contains("ACTIVE"), "{table}");

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use super::act::{Applied, Done};
 use super::error::{ReconcileError, Retry, backoff};
@@ -229,8 +230,25 @@ fn report_outcome(
             secret_hash,
             done,
         } => {
+            let renew_asked = pass
+                .annotations
+                .renew_requested
+                .as_ref()
+                .filter(|t| current.last_handled_renew_at.as_ref() != Some(*t))
+                .cloned();
             let ready = applied_status(&mut next, pass, &applied, secret_hash);
             let mut events = done_notes(pass.provider, &done);
+            if let (Some(asked), Some(provider)) = (renew_asked, pass.provider)
+                && !super::bindings::expires(provider)
+            {
+                events.push(Note::normal(
+                    Reason::RenewNotApplicable,
+                    format!(
+                        "renewal requested ({asked}), but {} subscriptions do not expire: nothing to renew; the subscription was checked against the provider instead",
+                        provider.as_str()
+                    ),
+                ));
+            }
             // A step's Event (Created, Adopted, Renewed...) already says the subscription works; a Ready
             // Event beside it would double the writes of every create. It is kept when nothing else was
             // said, or when Ready turned false.
@@ -274,7 +292,16 @@ fn report_outcome(
                 != condition_state(&next.conditions, condition::SYNCED)
                 || condition_state(&current.conditions, condition::READY)
                     != condition_state(&next.conditions, condition::READY);
-            if changed {
+            // A failure that needs a person is told again when its cause changes (a second missing key
+            // after the first was fixed); transient trouble only when its reason does.
+            let message = |conditions: &[Condition]| {
+                conditions
+                    .iter()
+                    .find(|c| c.type_ == condition::SYNCED)
+                    .map(|c| c.message.clone())
+            };
+            let new_cause = !error.keeps_ready() && message(&current.conditions) != message(&next.conditions);
+            if changed || new_cause {
                 events.push(Note::warning(error.event_reason(), error.to_string()));
             }
             Report {

@@ -347,6 +347,77 @@ fn failures_that_need_a_fix_wait_for_a_change() {
 }
 
 #[test]
+fn a_renewal_request_for_a_subscription_that_does_not_expire_says_so() {
+    let a = Annotations {
+        renew_requested: Some("r1".into()),
+        ..Annotations::default()
+    };
+    let mut vonage = pass(&a);
+    vonage.provider = Some(ProviderType::Vonage);
+    let r = report(&ready_status(), &vonage, None, applied(RemoteState::Active, false));
+    assert_eq!(r.status.last_handled_renew_at.as_deref(), Some("r1"), "echoed");
+    let note = r
+        .events
+        .iter()
+        .find(|e| e.reason == Reason::RenewNotApplicable)
+        .expect("an Event");
+    assert!(
+        note.message.contains("vonage subscriptions do not expire"),
+        "{}",
+        note.message
+    );
+    // Handled once: the echo is there, the next pass says nothing.
+    let again = report(&r.status, &vonage, None, applied(RemoteState::Active, false));
+    assert!(again.events.iter().all(|e| e.reason != Reason::RenewNotApplicable));
+    // Avaya renews: no such Event.
+    let mut avaya = pass(&a);
+    avaya.provider = Some(ProviderType::Avaya);
+    let renewed = report(&ready_status(), &avaya, None, applied(RemoteState::Active, false));
+    assert!(renewed.events.iter().all(|e| e.reason != Reason::RenewNotApplicable));
+}
+
+#[test]
+fn a_new_cause_of_the_same_failure_is_told_again_but_a_repeat_is_not() {
+    let a = Annotations::default();
+    let first = report(
+        &ready_status(),
+        &pass(&a),
+        None,
+        failed(ConfigError::spec("Secret default/x has no key token").into()),
+    );
+    assert_eq!(first.events.len(), 1);
+    assert_eq!(state(&first, "Synced"), Some(("False".into(), "InvalidSpec".into())));
+    // The same cause again: nothing new to tell.
+    let again = report(
+        &first.status,
+        &pass(&a),
+        None,
+        failed(ConfigError::spec("Secret default/x has no key token").into()),
+    );
+    assert!(again.events.is_empty(), "{:?}", again.events);
+    // The key was added, another one is missing: the same reason, a new message, a new Event.
+    let next = report(
+        &first.status,
+        &pass(&a),
+        None,
+        failed(ConfigError::spec("Secret default/x has no key header").into()),
+    );
+    assert_eq!(next.events.len(), 1, "{:?}", next.events);
+    assert!(next.events[0].message.contains("no key header"));
+    // Transient trouble with a new wording is not an Event of its own.
+    let transient = report(
+        &ready_status(),
+        &pass(&a),
+        None,
+        failed(provider_error(ErrorKind::Transient)),
+    );
+    let mut other = ProviderError::new(ErrorKind::Transient, "avaya", "get", "another wording");
+    other.status = Some(503);
+    let reworded = report(&transient.status, &pass(&a), None, failed(other.into()));
+    assert!(reworded.events.is_empty(), "{:?}", reworded.events);
+}
+
+#[test]
 fn rate_limits_wait_for_retry_after() {
     let a = Annotations::default();
     let mut limited = ProviderError::new(ErrorKind::RateLimited, "vonage", "list", "slow down");
