@@ -57,9 +57,14 @@ enum Command {
         /// The Lease's namespace (default: --cluster-resource-namespace).
         #[arg(long, value_name = "NS")]
         leader_election_namespace: Option<String>,
-        /// The Lease's name.
+        /// The Lease's name (a shard's is this name followed by `-shard-` and the shard's names).
         #[arg(long, default_value = "webhook-operator")]
         leader_election_name: String,
+        /// Reconcile only the subscriptions of a shard: `webhook-operator.dev/shard=NAME` or
+        /// `webhook-operator.dev/shard in (A,B)`. Without it, a replica reconciles the subscriptions that
+        /// have no shard label. Providers and Secrets are shared; each shard has its own Lease.
+        #[arg(long, value_name = "SELECTOR")]
+        shard_selector: Option<String>,
         /// How long the Lease is valid without renewal.
         #[arg(long, default_value = "15s", value_parser = parse_duration)]
         leader_election_lease_duration: Duration,
@@ -144,6 +149,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             leader_election_id,
             leader_election_namespace,
             leader_election_name,
+            shard_selector,
             leader_election_lease_duration,
             leader_election_renew_deadline,
             leader_election_retry_period,
@@ -161,6 +167,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             config.reconcile_concurrency = reconcile_concurrency;
             config.instance = leader_election_id.clone();
             config.endpoints.allowed_origins = allow_override_origins;
+            if let Some(selector) = &shard_selector {
+                config.shard =
+                    webhook_operator::controller::shard::Shard::parse(selector).map_err(anyhow::Error::msg)?;
+            }
             #[cfg(feature = "sandbox")]
             {
                 config.endpoints.redirects = redirect_provider_hosts;
@@ -170,7 +180,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     leader_election_namespace
                         .as_deref()
                         .unwrap_or(&cluster_resource_namespace),
-                    &leader_election_name,
+                    &config.shard.lease_name(&leader_election_name),
                     &leader_election_id,
                 );
                 election.lease_duration = leader_election_lease_duration;

@@ -54,6 +54,11 @@ pub struct WebhookProviderSpec {
     /// The request budget every call to this account shares.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// Where subscriptions through this provider may deliver: each endpoint must match one entry (its
+    /// host, and its path under the entry's prefix). Unset or empty allows any https endpoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub allowed_endpoints: Vec<AllowedEndpoint>,
 }
 
 /// A provider account shared by many namespaces; its credentials Secret lives in the operator's namespace.
@@ -106,6 +111,26 @@ pub struct ClusterWebhookProviderSpec {
     /// Which namespaces may use this provider, by their labels. Unset admits every namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
+    /// Where subscriptions through this provider may deliver: each endpoint must match one entry (its
+    /// host, and its path under the entry's prefix). Unset or empty allows any https endpoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub allowed_endpoints: Vec<AllowedEndpoint>,
+}
+
+/// An endpoint a provider's subscriptions may deliver to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowedEndpoint {
+    /// The host: exact (`hooks.example.com`) or every subdomain of a domain (`*.example.com`, which does
+    /// not admit example.com itself). Lower case, without a port.
+    #[schemars(length(min = 1, max = 253), pattern(r"^(\*\.)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub host: String,
+    /// The path the endpoint's path must be or be under (`/team-a` admits `/team-a` and `/team-a/events`,
+    /// not `/team-ab`). Unset admits every path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024), pattern(r"^/"))]
+    pub path_prefix: Option<String>,
 }
 
 /// An Avaya Infinity tenant.

@@ -47,6 +47,8 @@ pub struct Config {
     pub leadership: Option<Arc<LeaderGuard>>,
     /// How many subscriptions are reconciled at once (0: no bound).
     pub reconcile_concurrency: u16,
+    /// Which subscriptions this replica reconciles (by their shard label).
+    pub shard: super::shard::Shard,
 }
 
 impl Config {
@@ -62,6 +64,7 @@ impl Config {
             endpoints: EndpointPolicy::default(),
             leadership: None,
             reconcile_concurrency: 32,
+            shard: super::shard::Shard::unsharded(),
         }
     }
 }

@@ -31,6 +31,7 @@ pub mod plan;
 pub mod provider_status;
 pub mod reason;
 pub mod report;
+pub mod shard;
 pub mod status;
 pub mod watch;
 
@@ -159,6 +160,8 @@ async fn converge(
             ))
             .into());
         }
+        // Plan: a provider that names where its subscriptions may deliver refuses others, before any call.
+        plan::check_endpoint(&settings.allowed_endpoints, &sub.spec.endpoint, &settings.display).map_err(ConfigError::spec)?;
         let (api, credentials) = ctx.connect(&settings).await?;
         let (desired, to_generate) = observe::desired(ctx.reads(), sub, api.provider(), &settings.display).await?;
         let identity = format!("{}|{credentials}", settings.key);

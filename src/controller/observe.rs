@@ -51,6 +51,8 @@ pub struct ProviderSettings {
     pub rate_limit: Option<RateLimit>,
     /// Why the provider's own check refused its credentials, when its current `Ready` says so.
     pub credentials_refused: Option<String>,
+    /// Where its subscriptions may deliver (empty: anywhere).
+    pub allowed_endpoints: Vec<crate::api::AllowedEndpoint>,
 }
 
 /// Why a provider's `Ready` (for its current generation) says its credentials do not work: missing, or
@@ -79,6 +81,7 @@ impl ProviderSettings {
             credentials_namespace: ns,
             rate_limit: p.spec.rate_limit.clone(),
             credentials_refused: credentials_refused(p.meta().generation, p.status.as_ref()),
+            allowed_endpoints: p.spec.allowed_endpoints.clone(),
         }
     }
 
@@ -94,6 +97,7 @@ impl ProviderSettings {
             credentials_namespace: operator_namespace.to_string(),
             rate_limit: p.spec.rate_limit.clone(),
             credentials_refused: credentials_refused(p.meta().generation, p.status.as_ref()),
+            allowed_endpoints: p.spec.allowed_endpoints.clone(),
         }
     }
 

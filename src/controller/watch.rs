@@ -79,7 +79,10 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
     let (store, writer) = reflector::store();
     let index = ctx.index.clone();
     let seen = ctx.clone();
-    let subscription_events = watcher(Api::<WebhookSubscription>::all(client.clone()), wc.clone())
+    // Only this replica's shard: a subscription relabelled into another shard leaves this watch (and
+    // this replica's cache) and joins the other's.
+    let shard_wc = wc.clone().labels(&ctx.config.shard.label_selector());
+    let subscription_events = watcher(Api::<WebhookSubscription>::all(client.clone()), shard_wc)
         .default_backoff()
         // /readyz tells the truth over time: not ready while this watch fails, ready when it delivers.
         .inspect(|result| {

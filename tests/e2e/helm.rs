@@ -201,6 +201,10 @@ fn every_option_turned_on_renders_a_complete_install() {
         args.contains(&"--leader-election-name=platform-hooks"),
         "extraArgs: {args:?}"
     );
+    assert!(
+        args.contains(&"--shard-selector=webhook-operator.dev/shard=eu"),
+        "{args:?}"
+    );
     assert!(args.contains(&"--metrics-addr=0.0.0.0:9090"), "{args:?}");
     assert!(args.contains(&"--log-format=json"), "{args:?}");
     assert!(
@@ -352,7 +356,7 @@ fn every_option_turned_on_renders_a_complete_install() {
 
 #[test]
 fn bad_values_are_refused_with_a_message_naming_them() {
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 9] = [
         (
             &["--set", "replicaCount=abc"],
             "at '/replicaCount': got string, want integer",
@@ -375,6 +379,7 @@ fn bad_values_are_refused_with_a_message_naming_them() {
             &["--set", "unknownValue=1"],
             "additional properties 'unknownValue' not allowed",
         ),
+        (&["--set", "shardSelector=team=eu"], "at '/shardSelector'"),
         (
             &["--set", "metrics.prometheusRule.expiryWarningSeconds=soon"],
             "at '/metrics/prometheusRule/expiryWarningSeconds'",

@@ -313,3 +313,61 @@ async fn every_mistake_is_reported_and_every_healthy_subscription_keeps_working(
         cases.len()
     );
 }
+
+#[tokio::test]
+async fn a_shared_provider_keeps_its_events_on_the_endpoints_it_allows() {
+    let mut env = Env::start(Duration::from_secs(600)).await;
+    let (base_url, token_url) = (env.vonage.base_url(), env.vonage.token_url());
+    let shared = |allowed: serde_json::Value| {
+        json!({
+            "apiVersion": "webhook-operator.dev/v1alpha1", "kind": "ClusterWebhookProvider",
+            "metadata": {"name": "vonage-shared"},
+            "spec": {"vonage": {"baseUrl": base_url, "tokenUrl": token_url},
+                     "credentialsSecretRef": {"name": "vonage-credentials"},
+                     "allowedEndpoints": allowed}
+        })
+    };
+    env.put(
+        GROUP,
+        "v1alpha1",
+        "clusterwebhookproviders",
+        "",
+        shared(json!([{"host": "hooks.example.com", "pathPrefix": "/vonage/team-a"}])),
+    );
+    env.start_controller();
+    env.create_sub(Sub::vonage("inside", "/vonage/team-a/presence").cluster_provider("vonage-shared"))
+        .await;
+    env.create_sub(Sub::vonage("outside", "/vonage/team-b/presence").cluster_provider("vonage-shared"))
+        .await;
+    env.wait_ready("inside").await;
+    let refused = env.wait_condition("outside", "Ready", "False", "InvalidSpec").await;
+    let (_, _, message) = condition(&refused, "Ready").unwrap();
+    assert!(
+        message.contains("spec.endpoint https://hooks.example.com/vonage/team-b/presence is not allowed by ClusterWebhookProvider \"vonage-shared\"")
+            && message.contains("admit hooks.example.com/vonage/team-a"),
+        "{message}"
+    );
+    let (_, synced, _) = condition(&refused, "Synced").unwrap();
+    assert_eq!(synced, "InvalidSpec");
+    // Exactly one remote subscription: the refused one made no call.
+    let created = env
+        .vonage
+        .core
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/subscriptions"))
+        .count();
+    assert_eq!(created, 1);
+    // The provider's owner allows team-b too: the refused subscription goes on by itself.
+    env.put(
+        GROUP,
+        "v1alpha1",
+        "clusterwebhookproviders",
+        "",
+        shared(json!([
+            {"host": "hooks.example.com", "pathPrefix": "/vonage/team-a"},
+            {"host": "hooks.example.com", "pathPrefix": "/vonage/team-b"}
+        ])),
+    );
+    env.wait_ready("outside").await;
+}

@@ -20,4 +20,5 @@ mod rbac;
 mod readme;
 mod sandbox;
 mod scale;
+mod shards;
 mod support;

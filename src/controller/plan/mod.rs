@@ -527,9 +527,11 @@ pub fn trust_own_writes(
 }
 
 mod deletion;
+mod endpoints;
 mod schedule;
 #[cfg(test)]
 mod tests;
 
 pub use deletion::*;
+pub use endpoints::check_endpoint;
 pub use schedule::*;

@@ -13,6 +13,7 @@ use webhook_operator::api::{WebhookSubscription, crds};
 use webhook_operator::clock::SystemClock;
 use webhook_operator::controller::endpoints::Origin;
 use webhook_operator::controller::leader::{Election, LeaderGuard, run_elected};
+use webhook_operator::controller::shard::Shard;
 use webhook_operator::controller::{self, Config, Context};
 use webhook_operator::sandbox::kube::{Emulator, EmulatorOptions};
 use webhook_operator::sandbox::providers::authvia::AuthviaSimulator;
@@ -33,7 +34,8 @@ pub struct Env {
     pub vonage: VonageSimulator,
     pub authvia: AuthviaSimulator,
     pub receiver: Receiver,
-    controller: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+    /// Running controllers (several for sharding tests).
+    controllers: Vec<(oneshot::Sender<()>, JoinHandle<()>)>,
     /// The running controller's context (its per-object state is inspected by tests).
     pub context: Option<Arc<Context>>,
 }
@@ -60,7 +62,7 @@ impl Env {
             vonage,
             authvia,
             receiver,
-            controller: None,
+            controllers: Vec::new(),
             context: None,
         };
         for crd in crds() {
@@ -180,23 +182,30 @@ impl Env {
             })
             .await;
         });
-        self.controller = Some((tx, task));
+        self.controllers.push((tx, task));
     }
 
     /// Starts the controller as production runs it: through `client` (one that impersonates the chart's
     /// service account, say) and campaigning for the leader Lease in `lease_namespace`.
     pub fn start_elected_controller(&mut self, client: Client, lease_namespace: &str) {
+        self.start_shard(client, lease_namespace, "replica-a", Shard::unsharded());
+    }
+
+    /// Starts an elected controller for `shard` (its own Lease), as replica `identity`.
+    pub fn start_shard(&mut self, client: Client, lease_namespace: &str, identity: &str, shard: Shard) {
         let mut config = Config::new("webhook-operator", Arc::new(SystemClock));
         config.drift_interval = Duration::from_secs(3600);
         config.provider_check_interval = Duration::from_secs(3600);
         config.retry.base_delay = Duration::from_millis(50);
         config.endpoints.allowed_origins = self.simulator_origins();
+        config.instance = identity.to_string();
         let guard = LeaderGuard::new();
         config.leadership = Some(guard.clone());
-        let mut election = Election::new(lease_namespace, "webhook-operator", "replica-a");
+        let mut election = Election::new(lease_namespace, &shard.lease_name("webhook-operator"), identity);
         election.lease_duration = Duration::from_secs(4);
         election.renew_deadline = Duration::from_secs(3);
         election.retry_period = Duration::from_millis(200);
+        config.shard = shard;
         let (tx, rx) = oneshot::channel::<()>();
         let context = Context::new(client.clone(), config);
         self.context = Some(context.clone());
@@ -218,11 +227,11 @@ impl Env {
             )
             .await;
         });
-        self.controller = Some((tx, task));
+        self.controllers.push((tx, task));
     }
 
     pub async fn stop_controller(&mut self) {
-        if let Some((tx, task)) = self.controller.take() {
+        for (tx, task) in std::mem::take(&mut self.controllers) {
             let _ = tx.send(());
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
