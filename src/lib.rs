@@ -2,6 +2,7 @@
 //! true to their `WebhookSubscription` resources.
 
 pub mod api;
+pub mod cli;
 pub mod clock;
 pub mod controller;
 #[cfg(test)]

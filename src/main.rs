@@ -89,6 +89,23 @@ enum Command {
             webhook_operator::controller::endpoints::Origin,
         )>,
     },
+    /// Show subscriptions: conditions with reasons, remote id and state, expiry and next renewal, recent
+    /// Events, and what to do about a failing reason.
+    Status(webhook_operator::cli::StatusArgs),
+    /// Ask the operator to renew now (Avaya; a check for providers whose subscriptions do not expire) and
+    /// wait for its answer.
+    Renew(webhook_operator::cli::RequestArgs),
+    /// Ask the operator to compare with the provider now, and wait for its answer.
+    Reconcile(webhook_operator::cli::RequestArgs),
+    /// Stop remote writes to subscriptions (the paused annotation), and wait until they are paused.
+    Pause(webhook_operator::cli::RequestArgs),
+    /// Remove the paused annotation, and wait until the operator acts again.
+    Resume(webhook_operator::cli::RequestArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Print the CustomResourceDefinitions as YAML (one document per CRD), or write one file each.
     Crds {
         /// Write `<name>.yaml` files into this directory instead of printing.
@@ -124,8 +141,29 @@ enum Command {
     },
 }
 
+/// The name the binary answers to: `kubectl whsub` when installed as the kubectl plugin `kubectl-whsub`.
+fn invoked_as() -> &'static str {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let file = std::path::Path::new(&argv0)
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if file.starts_with("kubectl-whsub") {
+        "kubectl whsub"
+    } else {
+        "webhook-operator"
+    }
+}
+
 fn main() -> std::process::ExitCode {
-    match dispatch(Cli::parse()) {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let name = invoked_as();
+    let matches = Cli::command().name(name).bin_name(name).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    match dispatch(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One line: the context chain joined, no backtrace.
@@ -194,6 +232,35 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             run_controller(kubeconfig, config, metrics_addr, election)
         }
         Command::Crds { output_dir } => print_crds(output_dir),
+        Command::Status(args) => day_two(webhook_operator::cli::run_status(&args)),
+        Command::Renew(args) => day_two(webhook_operator::cli::run_request(
+            webhook_operator::cli::Request::Renew,
+            &args,
+        )),
+        Command::Reconcile(args) => day_two(webhook_operator::cli::run_request(
+            webhook_operator::cli::Request::Reconcile,
+            &args,
+        )),
+        Command::Pause(args) => day_two(webhook_operator::cli::run_request(
+            webhook_operator::cli::Request::Pause,
+            &args,
+        )),
+        Command::Resume(args) => day_two(webhook_operator::cli::run_request(
+            webhook_operator::cli::Request::Resume,
+            &args,
+        )),
+        Command::Completion { shell } => {
+            use clap::CommandFactory as _;
+            // For the executable as it is on disk: shells complete executables, and kubectl's own plugin
+            // completion (a `kubectl_complete-whsub` program) is not provided.
+            let name = if invoked_as() == "webhook-operator" {
+                "webhook-operator"
+            } else {
+                "kubectl-whsub"
+            };
+            clap_complete::generate(shell, &mut Cli::command().name(name), name, &mut std::io::stdout());
+            Ok(())
+        }
         #[cfg(feature = "sandbox")]
         Command::Sandbox {
             api_only: true,
@@ -382,6 +449,19 @@ fn run_api_only(kubeconfig: PathBuf, port: u16) -> anyhow::Result<()> {
         emulator.stop().await;
         Ok(())
     })
+}
+
+/// Runs a day-2 command and prints what it answers (on failure, its lines and a non-zero exit).
+fn day_two(
+    command: impl std::future::Future<Output = Result<String, webhook_operator::cli::CliError>>,
+) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let printed = runtime.block_on(command).map_err(anyhow::Error::msg)?;
+    if !printed.is_empty() {
+        println!("{}", printed.trim_end());
+    }
+    Ok(())
 }
 
 fn print_crds(output_dir: Option<PathBuf>) -> anyhow::Result<()> {

@@ -1,6 +1,7 @@
 //! The one integration-test binary: modules per area, sharing `support`.
 
 mod argocd;
+mod cli;
 mod cluster;
 mod costs;
 mod crash;

@@ -128,10 +128,19 @@ async fn every_command_of_the_readme_kubectl_block_answers_as_a_cluster_would() 
     let control = control.expect("the sandbox prints its control URL");
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
 
+    // The kubectl plugin, as a user installs it: the binary under the name kubectl-whsub on PATH.
+    let plugins = home.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_webhook-operator"), plugins.join("kubectl-whsub")).unwrap();
     let shell = Shell {
         kubeconfig: kubeconfig.clone(),
         home: home.clone(),
-        path: format!("{}:{}:/usr/bin:/bin", dir_of(&kubectl), dir_of(&helm)),
+        path: format!(
+            "{}:{}:{}:/usr/bin:/bin",
+            plugins.display(),
+            dir_of(&kubectl),
+            dir_of(&helm)
+        ),
         editor,
     };
     let ready = "kubectl get webhooksubscriptions -o jsonpath='{range .items[*]}{.status.conditions[?(@.type==\"Ready\")].status}{\" \"}{end}'";
@@ -281,6 +290,61 @@ async fn every_command_of_the_readme_kubectl_block_answers_as_a_cluster_would() 
                         |g| g == "2/2",
                     )
                     .await;
+            }
+            "kubectl whsub status agent-events" => {
+                let status = shell.ok(command);
+                assert!(
+                    status.starts_with("default/agent-events  (avaya through WebhookProvider avaya)"),
+                    "{status}"
+                );
+                assert!(status.contains("Ready:    True   Available"), "{status}");
+                assert!(
+                    status.contains("Expires:  in ") && status.contains("Events:"),
+                    "{status}"
+                );
+            }
+            "kubectl whsub renew agent-events" => {
+                let before =
+                    shell.ok("kubectl get webhooksubscription agent-events -o jsonpath='{.status.renewalCount}'");
+                let answer = shell.ok(command);
+                assert!(
+                    answer.starts_with("default/agent-events: renewed; expires in "),
+                    "{answer}"
+                );
+                let after =
+                    shell.ok("kubectl get webhooksubscription agent-events -o jsonpath='{.status.renewalCount}'");
+                assert!(
+                    after.parse::<u32>().unwrap() > before.parse::<u32>().unwrap_or(0),
+                    "{before} -> {after}"
+                );
+            }
+            "kubectl whsub reconcile -l team=contact-centre" => {
+                let answer = shell.ok(command);
+                assert_eq!(
+                    answer.trim(),
+                    "default/agent-events: checked against the provider",
+                    "only the labelled one"
+                );
+            }
+            "kubectl whsub pause agent-events" => {
+                assert_eq!(
+                    shell.ok(command).trim(),
+                    "default/agent-events: paused: no remote writes until resumed"
+                );
+                let synced = shell.ok(
+                    "kubectl get webhooksubscription agent-events -o jsonpath='{.status.conditions[?(@.type==\"Synced\")].reason}'",
+                );
+                assert_eq!(synced, "ReconcilePaused");
+            }
+            "kubectl whsub resume agent-events" => {
+                assert_eq!(shell.ok(command).trim(), "default/agent-events: resumed");
+            }
+            "kubectl whsub renew agent-presence" => {
+                let answer = shell.ok(command);
+                assert!(
+                    answer.contains("its subscriptions do not expire: nothing to renew"),
+                    "{answer}"
+                );
             }
             "kubectl create namespace team-a" => {
                 assert_eq!(shell.ok(command).trim(), "namespace/team-a created");
