@@ -101,6 +101,10 @@ enum Command {
     Pause(webhook_operator::cli::RequestArgs),
     /// Remove the paused annotation, and wait until the operator acts again.
     Resume(webhook_operator::cli::RequestArgs),
+    /// Check WebhookSubscriptions in files offline against the CRD schema and CEL rules, and print the
+    /// create request each would cause (Secret values never read). Builds with the sandbox feature.
+    #[cfg(feature = "sandbox")]
+    Plan(webhook_operator::cli::PlanArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion {
         /// The shell.
@@ -249,6 +253,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             webhook_operator::cli::Request::Resume,
             &args,
         )),
+        #[cfg(feature = "sandbox")]
+        Command::Plan(args) => day_two(webhook_operator::cli::run_plan(&args)),
         Command::Completion { shell } => {
             use clap::CommandFactory as _;
             // For the executable as it is on disk: shells complete executables, and kubectl's own plugin

@@ -6,12 +6,16 @@
 //! operator's echo in `status`; what they print comes from pure functions over the objects.
 
 pub mod advice;
+#[cfg(feature = "sandbox")]
+mod plan;
 mod request;
 mod status;
 
 use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
+#[cfg(feature = "sandbox")]
+pub use plan::{PlanArgs, run_plan};
 pub use request::{Request, RequestArgs, run_request};
 pub use status::{StatusArgs, render_status, run_status};
 

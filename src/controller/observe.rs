@@ -149,6 +149,75 @@ pub struct SecretReader<'a> {
     to_generate: Vec<SecretToGenerate>,
 }
 
+/// Where a subscription's Secret-backed values come from: the cluster (a pass), or placeholders (`plan`,
+/// which shows what would be sent without reading any Secret).
+pub trait SecretSource {
+    /// The value of `selector`; a missing Secret or key is an error naming `used_by`.
+    fn value(
+        &mut self,
+        selector: &SecretKeySelector,
+        used_by: &str,
+        provider_error: bool,
+    ) -> impl std::future::Future<Output = Result<SecretString, ReconcileError>> + Send;
+
+    /// A signing secret, generated with `new_value` when the source asks for it and none exists.
+    fn signing_secret(
+        &mut self,
+        source: &SigningSecretSource,
+        field: &str,
+        new_value: impl Fn() -> String + Send,
+    ) -> impl std::future::Future<Output = Result<SecretString, ReconcileError>> + Send;
+}
+
+impl SecretSource for SecretReader<'_> {
+    fn value(
+        &mut self,
+        selector: &SecretKeySelector,
+        used_by: &str,
+        provider_error: bool,
+    ) -> impl std::future::Future<Output = Result<SecretString, ReconcileError>> + Send {
+        SecretReader::value(self, selector, used_by, provider_error)
+    }
+
+    fn signing_secret(
+        &mut self,
+        source: &SigningSecretSource,
+        field: &str,
+        new_value: impl Fn() -> String + Send,
+    ) -> impl std::future::Future<Output = Result<SecretString, ReconcileError>> + Send {
+        SecretReader::signing_secret(self, source, field, new_value)
+    }
+}
+
+/// Values that name their Secret instead of holding it: `<Secret NAME key KEY>`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Placeholders;
+
+impl SecretSource for Placeholders {
+    async fn value(
+        &mut self,
+        selector: &SecretKeySelector,
+        _used_by: &str,
+        _provider_error: bool,
+    ) -> Result<SecretString, ReconcileError> {
+        Ok(SecretString::from(format!(
+            "<Secret {} key {}>",
+            selector.name, selector.key
+        )))
+    }
+
+    async fn signing_secret(
+        &mut self,
+        source: &SigningSecretSource,
+        _field: &str,
+        _new_value: impl Fn() -> String + Send,
+    ) -> Result<SecretString, ReconcileError> {
+        let r = &source.secret_key_ref;
+        let verb = if source.generate { "generated into " } else { "" };
+        Ok(SecretString::from(format!("<{verb}Secret {} key {}>", r.name, r.key)))
+    }
+}
+
 /// Where a pass reads Kubernetes objects from: the watches' caches when the controller runs them, the API
 /// otherwise.
 #[derive(Clone, Copy)]

@@ -54,3 +54,86 @@ fn without_a_cluster_the_commands_say_how_to_point_at_one() {
         "error: cannot read the kubeconfig /nonexistent/kubeconfig: No such file or directory (os error 2)"
     );
 }
+
+#[test]
+fn plan_checks_offline_and_shows_the_request_the_client_would_send() {
+    let output = binary()
+        .args([
+            "plan",
+            "-f",
+            "examples/avaya.yaml",
+            "-f",
+            "examples/vonage.yaml",
+            "-f",
+            "examples/authvia.yaml",
+        ])
+        .current_dir(crate::support::repo_root())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("✓ default/agent-events: valid (schema and CEL rules)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("POST https://core.avaya1234.ec.avayacloud.com/api/events/v1/subscriptions"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\"authToken\": \"<Secret avaya-webhook-token key token>\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("POST https://emea.api.newvoicemedia.com/webhooks/subscriptions"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("POST https://api.authvia.com/v3/"), "{stdout}");
+    // Secret values in the files are never read.
+    for value in ["replace-with-a-long-random-token", "replace-with-your-client-secret"] {
+        assert!(!stdout.contains(value), "{value} leaked: {stdout}");
+    }
+
+    // A mistake is refused with the field and the rule's message, offline.
+    let dir = std::env::temp_dir().join(format!("whop-plan-{}-{}", std::process::id(), fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.yaml");
+    let example = std::fs::read_to_string(crate::support::repo_root().join("examples/avaya.yaml")).unwrap();
+    std::fs::write(
+        &bad,
+        example.replace(
+            "https://hooks.example.com/avaya/agent-events",
+            "http://hooks.example.com/x",
+        ),
+    )
+    .unwrap();
+    let output = binary().args(["plan", "-f"]).arg(&bad).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("✗ default/agent-events: refused by the WebhookSubscription schema"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("spec.endpoint: Invalid value"), "{stderr}");
+    assert!(stderr.contains("the providers refuse plain http"), "{stderr}");
+    // An endpoint the provider in the files does not allow is refused as the operator would.
+    let outside = dir.join("outside.yaml");
+    let example = std::fs::read_to_string(crate::support::repo_root().join("examples/vonage.yaml")).unwrap();
+    std::fs::write(
+        &outside,
+        example.replace("hooks.example.com/vonage/presence", "hooks.example.com/other/presence"),
+    )
+    .unwrap();
+    let output = binary().args(["plan", "-f"]).arg(&outside).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("is not allowed by ClusterWebhookProvider \"vonage-emea\": its spec.allowedEndpoints admit hooks.example.com/vonage"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

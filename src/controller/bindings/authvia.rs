@@ -10,7 +10,7 @@ use super::Rotation;
 use crate::api::{AuthViaProvider, AuthViaSubscription};
 use crate::controller::endpoints::EndpointPolicy;
 use crate::controller::error::{ConfigError, ReconcileError};
-use crate::controller::observe::SecretReader;
+use crate::controller::observe::SecretSource;
 use crate::providers::authvia::{AuthviaClient, DEFAULT_BASE_URL};
 use crate::providers::{AccountConfig, AuthviaDesired, DesiredSpec, Field, ProviderType, WebhookApi};
 
@@ -40,7 +40,7 @@ pub fn client(
 }
 
 /// Every field, with the signing secret and Secret-backed header values read.
-pub async fn desired(a: &AuthViaSubscription, reader: &mut SecretReader<'_>) -> Result<DesiredSpec, ReconcileError> {
+pub async fn desired(a: &AuthViaSubscription, reader: &mut impl SecretSource) -> Result<DesiredSpec, ReconcileError> {
     let secret = match &a.signing_secret {
         Some(source) => Some(
             reader

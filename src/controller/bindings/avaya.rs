@@ -7,7 +7,7 @@ use super::Rotation;
 use crate::api::{AvayaProvider, AvayaSubscription};
 use crate::controller::endpoints::EndpointPolicy;
 use crate::controller::error::{ConfigError, ReconcileError};
-use crate::controller::observe::SecretReader;
+use crate::controller::observe::SecretSource;
 use crate::providers::avaya::{AvayaClient, urls_for_customer};
 use crate::providers::{AccountConfig, AvayaDesired, DesiredSpec, Field, ProviderType, WebhookApi};
 
@@ -36,7 +36,7 @@ pub fn client(
 }
 
 /// Families, events, method and the delivery token.
-pub async fn desired(a: &AvayaSubscription, reader: &mut SecretReader<'_>) -> Result<DesiredSpec, ReconcileError> {
+pub async fn desired(a: &AvayaSubscription, reader: &mut impl SecretSource) -> Result<DesiredSpec, ReconcileError> {
     let auth_token = match &a.auth_token {
         Some(source) => Some(
             reader

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::endpoints::EndpointPolicy;
 use super::error::{ConfigError, ReconcileError};
-use super::observe::SecretReader;
+use super::observe::SecretSource;
 use crate::api::{
     AuthViaProvider, AuthViaSubscription, AvayaProvider, AvayaSubscription, VonageProvider, VonageSubscription,
     WebhookSubscription, WebhookSubscriptionSpec,
@@ -124,7 +124,7 @@ pub async fn desired(
     sub: &WebhookSubscription,
     provider: ProviderType,
     provider_display: &str,
-    reader: &mut SecretReader<'_>,
+    reader: &mut impl SecretSource,
 ) -> Result<Desired, ReconcileError> {
     let block = subscription_block(&sub.spec)?;
     let set = block.provider_type();

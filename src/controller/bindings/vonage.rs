@@ -9,7 +9,7 @@ use super::Rotation;
 use crate::api::{SecretKeySelector, SigningSecretSource, VonageProvider, VonageSubscription, WebhookSubscription};
 use crate::controller::endpoints::EndpointPolicy;
 use crate::controller::error::{ConfigError, ReconcileError};
-use crate::controller::observe::SecretReader;
+use crate::controller::observe::SecretSource;
 use crate::providers::vonage::{VonageClient, urls_for_region};
 use crate::providers::{AccountConfig, DesiredSpec, Field, ProviderType, VonageDesired, WebhookApi};
 
@@ -44,7 +44,7 @@ pub fn client(
 pub async fn desired(
     v: &VonageSubscription,
     sub: &WebhookSubscription,
-    reader: &mut SecretReader<'_>,
+    reader: &mut impl SecretSource,
 ) -> Result<DesiredSpec, ReconcileError> {
     let source = v.signing_secret.clone().unwrap_or_else(|| generated_source(sub));
     let secret = reader
