@@ -4,14 +4,15 @@
 //! object names, provider kinds and types, operations, status codes and reasons.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
@@ -97,8 +98,65 @@ pub struct SubscriptionGauges {
     pub renewal: Option<f64>,
 }
 
+/// The per-subscription gauges (Ready, expiry, next renewal), kept as one compact record per
+/// subscription and written out at scrape time, as kube-state-metrics does: five metric objects per
+/// subscription with their label sets would cost 10,000 subscriptions some 25 MiB.
+#[derive(Debug, Default)]
+struct SubscriptionSeries {
+    by_key: Mutex<HashMap<(String, String), SubscriptionGauges>>,
+}
+
+impl Collector for SubscriptionSeries {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let known = self.by_key.lock().unwrap_or_else(|e| e.into_inner());
+        let labels = |(namespace, name): &(String, String), g: &SubscriptionGauges| SubscriptionLabels {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            provider: g.provider.clone(),
+        };
+        {
+            let mut family = encoder.encode_descriptor(
+                "subscription_ready_status",
+                "The Ready condition of each subscription",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (key, g) in known.iter() {
+                for condition in CONDITIONS {
+                    let series = SubscriptionConditionLabels {
+                        namespace: key.0.clone(),
+                        name: key.1.clone(),
+                        provider: g.provider.clone(),
+                        condition: condition.to_string(),
+                    };
+                    ConstGauge::new(i64::from(g.ready == condition)).encode(family.encode_family(&series)?)?;
+                }
+            }
+        }
+        for (metric, help, pick) in [
+            (
+                "subscription_expiration_timestamp",
+                "When each remote subscription expires unless renewed",
+                (|g: &SubscriptionGauges| g.expiration) as fn(&SubscriptionGauges) -> Option<f64>,
+            ),
+            (
+                "subscription_renewal_timestamp",
+                "When the operator renews each remote subscription next",
+                |g: &SubscriptionGauges| g.renewal,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(metric, help, Some(&Unit::Seconds), MetricType::Gauge)?;
+            for (key, g) in known.iter() {
+                if let Some(t) = pick(g) {
+                    ConstGauge::new(t).encode(family.encode_family(&labels(key, g))?)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
-type FloatGauges<L> = Family<L, Gauge<f64, AtomicU64>>;
 
 const CONDITIONS: [&str; 3] = ["True", "False", "Unknown"];
 
@@ -110,12 +168,9 @@ struct Metrics {
     reconcile_duration: Histogram,
     reconcile_errors: Family<ReasonLabels, Counter>,
     deferred_passes: Family<ProviderLabels, Counter>,
-    subscription_ready: Family<SubscriptionConditionLabels, Gauge>,
-    subscription_expiration: FloatGauges<SubscriptionLabels>,
-    subscription_renewal: FloatGauges<SubscriptionLabels>,
     leader: Family<LeaseLabels, Gauge>,
-    /// The labels each subscription's series carry now, to remove them when they change or it goes.
-    subscriptions: Mutex<HashMap<(String, String), ProviderLabels>>,
+    /// Each subscription's gauges, rendered at scrape time (see [`SubscriptionSeries`]).
+    subscriptions: std::sync::Arc<SubscriptionSeries>,
     /// The same for providers, by their account key.
     providers: Mutex<HashMap<String, ProviderLabels>>,
 }
@@ -137,11 +192,8 @@ fn metrics() -> &'static Metrics {
             reconcile_duration: Histogram::new(exponential_buckets(0.005, 2.5, 10)),
             reconcile_errors: Family::default(),
             deferred_passes: Family::default(),
-            subscription_ready: Family::default(),
-            subscription_expiration: Family::default(),
-            subscription_renewal: Family::default(),
             leader: Family::default(),
-            subscriptions: Mutex::new(HashMap::new()),
+            subscriptions: std::sync::Arc::default(),
             providers: Mutex::new(HashMap::new()),
         };
         registry.register(
@@ -176,23 +228,7 @@ fn metrics() -> &'static Metrics {
             "Routine passes sent away to come back because their account was at its rate limit",
             m.deferred_passes.clone(),
         );
-        registry.register(
-            "subscription_ready_status",
-            "The Ready condition of each subscription",
-            m.subscription_ready.clone(),
-        );
-        registry.register_with_unit(
-            "subscription_expiration_timestamp",
-            "When each remote subscription expires unless renewed",
-            Unit::Seconds,
-            m.subscription_expiration.clone(),
-        );
-        registry.register_with_unit(
-            "subscription_renewal_timestamp",
-            "When the operator renews each remote subscription next",
-            Unit::Seconds,
-            m.subscription_renewal.clone(),
-        );
+        registry.register_collector(Box::new(m.subscriptions.clone()));
         registry.register(
             "leader_election_status",
             "1 while this replica holds the leader Lease (or runs without leader election), 0 otherwise",
@@ -251,63 +287,16 @@ pub fn reconcile(duration: Duration, error_reason: Option<&str>) {
     }
 }
 
-fn remove_subscription_series(m: &Metrics, namespace: &str, name: &str, provider: &ProviderLabels) {
-    let labels = SubscriptionLabels {
-        namespace: namespace.to_string(),
-        name: name.to_string(),
-        provider: provider.clone(),
-    };
-    m.subscription_expiration.remove(&labels);
-    m.subscription_renewal.remove(&labels);
-    for condition in CONDITIONS {
-        m.subscription_ready.remove(&SubscriptionConditionLabels {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-            provider: provider.clone(),
-            condition: condition.to_string(),
-        });
-    }
-}
-
 /// Sets a subscription's gauges (None removes them, e.g. after deletion).
 pub fn subscription(namespace: &str, name: &str, gauges: Option<SubscriptionGauges>) {
-    let m = metrics();
+    let mut known = metrics().subscriptions.by_key.lock().unwrap_or_else(|e| e.into_inner());
     let key = (namespace.to_string(), name.to_string());
-    let mut known = m.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
-    let previous = match &gauges {
-        Some(g) => known.insert(key, g.provider.clone()).filter(|p| *p != g.provider),
-        None => known.remove(&key),
-    };
-    if let Some(previous) = previous {
-        remove_subscription_series(m, namespace, name, &previous);
-    }
-    let Some(g) = gauges else { return };
-    for condition in CONDITIONS {
-        m.subscription_ready
-            .get_or_create(&SubscriptionConditionLabels {
-                namespace: namespace.to_string(),
-                name: name.to_string(),
-                provider: g.provider.clone(),
-                condition: condition.to_string(),
-            })
-            .set(i64::from(g.ready == condition));
-    }
-    let labels = SubscriptionLabels {
-        namespace: namespace.to_string(),
-        name: name.to_string(),
-        provider: g.provider.clone(),
-    };
-    for (family, value) in [
-        (&m.subscription_expiration, g.expiration),
-        (&m.subscription_renewal, g.renewal),
-    ] {
-        match value {
-            Some(t) => {
-                family.get_or_create(&labels).set(t);
-            }
-            None => {
-                family.remove(&labels);
-            }
+    match gauges {
+        Some(g) => {
+            known.insert(key, g);
+        }
+        None => {
+            known.remove(&key);
         }
     }
 }
