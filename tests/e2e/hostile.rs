@@ -214,17 +214,9 @@ async fn every_mistake_is_reported_and_every_healthy_subscription_keeps_working(
             "metadata": {"name": name, "namespace": NS}, "spec": spec}),
         );
     }
-    env.put(
-        GROUP,
-        "v1alpha1",
-        "clusterwebhookproviders",
-        "",
-        json!({
-        "apiVersion": "webhook-operator.dev/v1alpha1", "kind": "ClusterWebhookProvider",
-        "metadata": {"name": "restricted"},
-        "spec": {"vonage": {"baseUrl": env.vonage.base_url(), "tokenUrl": env.vonage.token_url()},
-                 "credentialsSecretRef": {"name": "vonage-credentials"},
-                 "namespaceSelector": {"matchLabels": {"team": "payments"}}}}),
+    env.vonage_cluster_provider(
+        "restricted",
+        json!({"namespaceSelector": {"matchLabels": {"team": "payments"}}}),
     );
     env.vonage
         .insert("taken-name", "https://hooks.example.com/elsewhere", &["agent.*"]);
@@ -317,22 +309,9 @@ async fn every_mistake_is_reported_and_every_healthy_subscription_keeps_working(
 #[tokio::test]
 async fn a_shared_provider_keeps_its_events_on_the_endpoints_it_allows() {
     let mut env = Env::start(Duration::from_secs(600)).await;
-    let (base_url, token_url) = (env.vonage.base_url(), env.vonage.token_url());
-    let shared = |allowed: serde_json::Value| {
-        json!({
-            "apiVersion": "webhook-operator.dev/v1alpha1", "kind": "ClusterWebhookProvider",
-            "metadata": {"name": "vonage-shared"},
-            "spec": {"vonage": {"baseUrl": base_url, "tokenUrl": token_url},
-                     "credentialsSecretRef": {"name": "vonage-credentials"},
-                     "allowedEndpoints": allowed}
-        })
-    };
-    env.put(
-        GROUP,
-        "v1alpha1",
-        "clusterwebhookproviders",
-        "",
-        shared(json!([{"host": "hooks.example.com", "pathPrefix": "/vonage/team-a"}])),
+    env.vonage_cluster_provider(
+        "vonage-shared",
+        json!({"allowedEndpoints": [{"host": "hooks.example.com", "pathPrefix": "/vonage/team-a"}]}),
     );
     env.start_controller();
     env.create_sub(Sub::vonage("inside", "/vonage/team-a/presence").cluster_provider("vonage-shared"))
@@ -359,15 +338,12 @@ async fn a_shared_provider_keeps_its_events_on_the_endpoints_it_allows() {
         .count();
     assert_eq!(created, 1);
     // The provider's owner allows team-b too: the refused subscription goes on by itself.
-    env.put(
-        GROUP,
-        "v1alpha1",
-        "clusterwebhookproviders",
-        "",
-        shared(json!([
+    env.vonage_cluster_provider(
+        "vonage-shared",
+        json!({"allowedEndpoints": [
             {"host": "hooks.example.com", "pathPrefix": "/vonage/team-a"},
             {"host": "hooks.example.com", "pathPrefix": "/vonage/team-b"}
-        ])),
+        ]}),
     );
     env.wait_ready("outside").await;
 }

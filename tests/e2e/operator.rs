@@ -18,12 +18,7 @@ use crate::support::poll::{WAIT, eventually, until};
 
 async fn env_with_subscriptions(lifetime: Duration) -> Env {
     let mut env = Env::start(lifetime).await;
-    env.secret(NS, "avaya-token", &[("token", AVAYA_TOKEN)]);
-    env.secret(
-        NS,
-        "authvia-hook",
-        &[("signingSecret", AUTHVIA_SIGNING), ("apiKey", "api-key-1")],
-    );
+    env.subscription_secrets();
     env.start_controller();
     env.create_sub(Sub::avaya("agents", "/avaya/agents")).await;
     env.create_sub(Sub::vonage("presence", "/vonage/presence")).await;
@@ -706,18 +701,9 @@ async fn errors_are_classified_without_retry_storms() {
     env.wait_ready("no-secret").await;
 
     // A ClusterWebhookProvider admits only the namespaces its selector matches.
-    env.put(
-        GROUP,
-        "v1alpha1",
-        "clusterwebhookproviders",
-        "",
-        json!({
-            "apiVersion": "webhook-operator.dev/v1alpha1", "kind": "ClusterWebhookProvider",
-            "metadata": {"name": "vonage-shared"},
-            "spec": {"vonage": {"baseUrl": env.vonage.base_url(), "tokenUrl": env.vonage.token_url()},
-                     "credentialsSecretRef": {"name": "vonage-credentials"},
-                     "namespaceSelector": {"matchLabels": {"team": "contact-centre"}}}
-        }),
+    env.vonage_cluster_provider(
+        "vonage-shared",
+        json!({"namespaceSelector": {"matchLabels": {"team": "contact-centre"}}}),
     );
     env.create_sub(Sub::vonage("shared", "/vonage/shared").cluster_provider("vonage-shared"))
         .await;

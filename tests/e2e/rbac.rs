@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::env::Env;
-use crate::support::fixtures::{AUTHVIA_SIGNING, AVAYA_TOKEN, GROUP, NS, Sub};
+use crate::support::fixtures::{GROUP, NS, Sub};
 use crate::support::poll::until;
 use crate::support::{repo_root, tool_binary};
 
@@ -98,24 +98,10 @@ async fn the_chart_grants_exactly_what_the_operator_uses() {
         };
         env.put(group, "v1", plural, ns, object.clone());
     }
-    env.secret(NS, "avaya-token", &[("token", AVAYA_TOKEN)]);
-    env.secret(
-        NS,
-        "authvia-hook",
-        &[("signingSecret", AUTHVIA_SIGNING), ("apiKey", "api-key-1")],
-    );
-    env.put(
-        GROUP,
-        "v1alpha1",
-        "clusterwebhookproviders",
-        "",
-        json!({
-            "apiVersion": "webhook-operator.dev/v1alpha1", "kind": "ClusterWebhookProvider",
-            "metadata": {"name": "vonage-shared"},
-            "spec": {"vonage": {"baseUrl": env.vonage.base_url(), "tokenUrl": env.vonage.token_url()},
-                     "credentialsSecretRef": {"name": "vonage-credentials"},
-                     "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NS}}}
-        }),
+    env.subscription_secrets();
+    env.vonage_cluster_provider(
+        "vonage-shared",
+        json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NS}}}),
     );
     let client = env.emu.client_as(SERVICE_ACCOUNT);
     env.start_elected_controller(client, "webhook-operator");

@@ -12,7 +12,7 @@ use webhook_operator::controller::shard::Shard;
 use webhook_operator::sandbox::kube::AuditRecord;
 
 use crate::support::env::Env;
-use crate::support::fixtures::{AUTHVIA_SIGNING, AVAYA_TOKEN, NS, Sub};
+use crate::support::fixtures::Sub;
 use crate::support::poll::until;
 
 /// Who wrote each subscription's status, from the emulator's audit log.
@@ -40,12 +40,7 @@ fn remote_writes(env: &Env) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_split_the_subscriptions_and_a_replica_without_a_shard_takes_only_the_rest() {
     let mut env = Env::start(Duration::from_secs(600)).await;
-    env.secret(NS, "avaya-token", &[("token", AVAYA_TOKEN)]);
-    env.secret(
-        NS,
-        "authvia-hook",
-        &[("signingSecret", AUTHVIA_SIGNING), ("apiKey", "api-key-1")],
-    );
+    env.subscription_secrets();
     // Each replica acts as its own user, so the audit log tells their requests apart.
     env.put(
         "rbac.authorization.k8s.io",

@@ -22,7 +22,8 @@ use webhook_operator::sandbox::providers::vonage::VonageSimulator;
 use webhook_operator::sandbox::receiver::Receiver;
 
 use super::fixtures::{
-    AUTHVIA_ACCOUNT, AUTHVIA_ID, AUTHVIA_KEY, AVAYA_ID, AVAYA_SECRET, GROUP, NS, VONAGE_ID, VONAGE_SECRET, local,
+    AUTHVIA_ACCOUNT, AUTHVIA_ID, AUTHVIA_KEY, AUTHVIA_SIGNING, AVAYA_ID, AVAYA_SECRET, AVAYA_TOKEN, GROUP, NS,
+    VONAGE_ID, VONAGE_SECRET, local,
 };
 use super::poll::WAIT;
 
@@ -133,6 +134,37 @@ impl Env {
             });
             self.put(GROUP, "v1alpha1", "webhookproviders", ns, provider);
         }
+    }
+
+    /// A ClusterWebhookProvider on the Vonage simulator's account (credentials in the operator's
+    /// namespace), with `extra` (a namespaceSelector, allowedEndpoints...) added to its spec.
+    pub fn vonage_cluster_provider(&self, name: &str, extra: Value) {
+        let mut spec = json!({
+            "vonage": {"baseUrl": self.vonage.base_url(), "tokenUrl": self.vonage.token_url()},
+            "credentialsSecretRef": {"name": "vonage-credentials"},
+        });
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            spec[k] = v.clone();
+        }
+        self.put(
+            GROUP,
+            "v1alpha1",
+            "clusterwebhookproviders",
+            "",
+            json!({"apiVersion": "webhook-operator.dev/v1alpha1", "kind": "ClusterWebhookProvider",
+                   "metadata": {"name": name}, "spec": spec}),
+        );
+    }
+
+    /// The Secrets the fixtures' subscriptions read: Avaya's delivery token, AuthVia's signing secret and
+    /// header value.
+    pub fn subscription_secrets(&self) {
+        self.secret(NS, "avaya-token", &[("token", AVAYA_TOKEN)]);
+        self.secret(
+            NS,
+            "authvia-hook",
+            &[("signingSecret", AUTHVIA_SIGNING), ("apiKey", "api-key-1")],
+        );
     }
 
     /// A subscription in any namespace, straight from the store.
