@@ -1,6 +1,7 @@
 //! `status [NAME]`: conditions with their reasons, the remote id and state, expiry and next renewal in
 //! human time, the last Events, and what to do about a failing reason (from the README's table).
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use jiff::Timestamp;
@@ -129,22 +130,53 @@ fn event_time(e: &Event) -> Option<Timestamp> {
     Some(micro)
 }
 
-/// Prints the status of the selected subscriptions; fails when none is selected.
+/// The Events about WebhookSubscriptions, by (namespace, name).
+fn by_subscription(events: Vec<Event>) -> HashMap<(String, String), Vec<Event>> {
+    let mut grouped: HashMap<(String, String), Vec<Event>> = HashMap::new();
+    for event in events {
+        let Some(regarding) = &event.regarding else { continue };
+        if regarding.kind.as_deref() != Some("WebhookSubscription") {
+            continue;
+        }
+        let key = (
+            regarding.namespace.clone().unwrap_or_default(),
+            regarding.name.clone().unwrap_or_default(),
+        );
+        grouped.entry(key).or_default().push(event);
+    }
+    grouped
+}
+
+/// Prints the status of the selected subscriptions; fails when none is selected. The Events are read
+/// in one list (of the one subscription, or of every subscription in the scope), never one per object.
 pub async fn run_status(args: &StatusArgs) -> Result<String, CliError> {
     let (client, namespace) = super::connect(&args.target).await?;
     let subs = select(&client, &namespace, &args.target, &args.names).await?;
+    let (api, fields) = match subs.as_slice() {
+        [one] => (
+            Api::<Event>::namespaced(client.clone(), &one.namespace().unwrap_or_default()),
+            format!("regarding.kind=WebhookSubscription,regarding.name={}", one.name_any()),
+        ),
+        _ if args.target.all_namespaces => (
+            Api::all(client.clone()),
+            "regarding.kind=WebhookSubscription".to_string(),
+        ),
+        _ => (
+            Api::namespaced(client.clone(), &namespace),
+            "regarding.kind=WebhookSubscription".to_string(),
+        ),
+    };
+    let events = api
+        .list(&ListParams::default().fields(&fields))
+        .await
+        .map_err(|e| kube_error("cannot list the Events", e))?
+        .items;
+    let mut grouped = by_subscription(events);
     let now = Timestamp::now();
     let mut out = String::new();
     for (i, sub) in subs.iter().enumerate() {
-        let ns = sub.namespace().unwrap_or_default();
-        let events: Vec<Event> = Api::<Event>::namespaced(client.clone(), &ns)
-            .list(&ListParams::default().fields(&format!("regarding.name={}", sub.name_any())))
-            .await
-            .map_err(|e| kube_error("cannot list the Events", e))?
-            .items
-            .into_iter()
-            .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("WebhookSubscription"))
-            .collect();
+        let key = (sub.namespace().unwrap_or_default(), sub.name_any());
+        let events = grouped.remove(&key).unwrap_or_default();
         if i > 0 {
             out.push('\n');
         }
@@ -218,6 +250,32 @@ mod tests {
             1,
             "at most N Events"
         );
+    }
+
+    #[test]
+    fn events_are_grouped_by_the_subscription_they_regard() {
+        let about = |ns: &str, name: &str, kind: &str| Event {
+            regarding: Some(k8s_openapi::api::core::v1::ObjectReference {
+                kind: Some(kind.into()),
+                namespace: Some(ns.into()),
+                name: Some(name.into()),
+                ..Default::default()
+            }),
+            ..event(0, "Created", "created")
+        };
+        let grouped = by_subscription(vec![
+            about("a", "s1", "WebhookSubscription"),
+            about("a", "s1", "WebhookSubscription"),
+            about("b", "s1", "WebhookSubscription"),
+            about("a", "s1", "Secret"),
+        ]);
+        assert_eq!(grouped[&("a".to_string(), "s1".to_string())].len(), 2);
+        assert_eq!(
+            grouped[&("b".to_string(), "s1".to_string())].len(),
+            1,
+            "namespaces kept apart"
+        );
+        assert_eq!(grouped.len(), 2, "other kinds left out");
     }
 
     #[test]
