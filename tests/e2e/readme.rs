@@ -308,7 +308,11 @@ async fn every_command_of_the_readme_kubectl_block_answers_as_a_cluster_would() 
                 for name in ["agent-events", "agent-presence", "failed-payments"] {
                     assert!(status.contains(&format!("default/{name}  (")), "{name}: {status}");
                 }
-                assert_eq!(status.matches("  Events:").count(), 3, "each with its own Events: {status}");
+                assert_eq!(
+                    status.matches("  Events:").count(),
+                    3,
+                    "each with its own Events: {status}"
+                );
             }
             "kubectl whsub renew agent-events" => {
                 let before =
