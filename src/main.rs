@@ -324,11 +324,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 async fn kube_client(kubeconfig: Option<PathBuf>) -> anyhow::Result<kube::Client> {
     let config = match kubeconfig {
         Some(path) => {
-            // Read it here: kube's own error quotes the path twice and repeats the cause.
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| anyhow::anyhow!("cannot read the kubeconfig {}: {e}", path.display()))?;
-            let file = kube::config::Kubeconfig::from_yaml(&text)
-                .map_err(|e| anyhow::anyhow!("the kubeconfig {} is not valid: {e}", path.display()))?;
+            let file = webhook_operator::cli::read_kubeconfig(&path).map_err(anyhow::Error::msg)?;
             kube::Config::from_custom_kubeconfig(file, &Default::default())
                 .await
                 .with_context(|| format!("the kubeconfig {} is not usable", path.display()))?

@@ -145,6 +145,16 @@ pub enum ProviderKind {
     ClusterWebhookProvider,
 }
 
+impl ProviderKind {
+    /// The kind's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::WebhookProvider => "WebhookProvider",
+            ProviderKind::ClusterWebhookProvider => "ClusterWebhookProvider",
+        }
+    }
+}
+
 /// Event families of the Avaya Infinity Events API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum AvayaFamily {

@@ -4,8 +4,13 @@
 /// The README, as built.
 const README: &str = include_str!("../../README.md");
 
-/// `(reasons, meaning, what to do)` rows of the troubleshooting table.
-fn rows() -> impl Iterator<Item = (Vec<String>, String, String)> {
+/// `(reasons, meaning, what to do)` rows of the troubleshooting table, parsed once.
+fn rows() -> &'static [(Vec<String>, String, String)] {
+    static ROWS: std::sync::OnceLock<Vec<(Vec<String>, String, String)>> = std::sync::OnceLock::new();
+    ROWS.get_or_init(parse_rows)
+}
+
+fn parse_rows() -> Vec<(Vec<String>, String, String)> {
     README
         .split("## Troubleshooting")
         .nth(1)
@@ -21,6 +26,7 @@ fn rows() -> impl Iterator<Item = (Vec<String>, String, String)> {
             let names = reasons.split('`').skip(1).step_by(2).map(str::to_string).collect();
             Some((names, plain(meaning), plain(todo)))
         })
+        .collect()
 }
 
 /// Markdown cell text as plain text: code spans lose their backticks.
@@ -31,16 +37,18 @@ fn plain(cell: &str) -> String {
 /// What the documentation says to do about `reason` (None for a reason it does not list, or `—`).
 pub fn advice(reason: &str) -> Option<String> {
     rows()
+        .iter()
         .find(|(names, _, _)| names.iter().any(|n| n == reason))
-        .map(|(_, _, todo)| todo)
+        .map(|(_, _, todo)| todo.clone())
         .filter(|todo| todo != "—")
 }
 
 /// What the reason means, from the same table.
 pub fn meaning(reason: &str) -> Option<String> {
     rows()
+        .iter()
         .find(|(names, _, _)| names.iter().any(|n| n == reason))
-        .map(|(_, meaning, _)| meaning)
+        .map(|(_, meaning, _)| meaning.clone())
 }
 
 #[cfg(test)]

@@ -65,6 +65,14 @@ fn kube_error(what: &str, e: kube::Error) -> CliError {
     }
 }
 
+/// Reads a kubeconfig file. Read here rather than by kube, whose error quotes the path twice and repeats
+/// the cause.
+pub fn read_kubeconfig(path: &std::path::Path) -> Result<Kubeconfig, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read the kubeconfig {}: {e}", path.display()))?;
+    Kubeconfig::from_yaml(&text).map_err(|e| format!("the kubeconfig {} is not valid: {e}", path.display()))
+}
+
 /// A client for the target's cluster and the namespace it names (the context's when none is given).
 pub async fn connect(target: &Target) -> Result<(kube::Client, String), CliError> {
     let options = KubeConfigOptions {
@@ -73,10 +81,7 @@ pub async fn connect(target: &Target) -> Result<(kube::Client, String), CliError
     };
     let mut config = match &target.kubeconfig {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| CliError::Config(format!("cannot read the kubeconfig {}: {e}", path.display())))?;
-            let file = Kubeconfig::from_yaml(&text)
-                .map_err(|e| CliError::Config(format!("the kubeconfig {} is not valid: {e}", path.display())))?;
+            let file = read_kubeconfig(path).map_err(CliError::Config)?;
             kube::Config::from_custom_kubeconfig(file, &options)
                 .await
                 .map_err(|e| CliError::Config(format!("the kubeconfig {} is not usable: {e}", path.display())))?

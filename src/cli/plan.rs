@@ -44,9 +44,33 @@ struct Recorded {
     body: Value,
 }
 
+/// What the run's requests go through: the local recorder (its URL and what it saw) and one HTTP client.
+struct Recorder {
+    origin: Origin,
+    seen: Arc<Mutex<Vec<Recorded>>>,
+    http: reqwest::Client,
+}
+
+impl Recorder {
+    /// An account on the recorder (the credentials only reach it).
+    fn account(&self, base_url: String, token_url: String) -> AccountConfig {
+        AccountConfig {
+            base_url,
+            token_url,
+            client_id: "plan".into(),
+            client_secret: "plan".into(),
+            limiter: Arc::new(crate::providers::http::RateLimiter::new(100.0, 100)),
+            retry: crate::providers::http::RetryPolicy::default(),
+            http: self.http.clone(),
+            clock: Arc::new(crate::clock::SystemClock),
+            labels: Default::default(),
+        }
+    }
+}
+
 /// A local stand-in for a provider: answers token requests with a token and records everything else,
 /// answering it with a refusal so the client stops there.
-async fn recorder() -> Result<(String, Arc<Mutex<Vec<Recorded>>>), CliError> {
+async fn recorder() -> Result<Recorder, CliError> {
     let seen: Arc<Mutex<Vec<Recorded>>> = Arc::default();
     let log = seen.clone();
     let app = axum::Router::new().fallback(move |method: Method, uri: Uri, body: Bytes| {
@@ -80,7 +104,12 @@ async fn recorder() -> Result<(String, Arc<Mutex<Vec<Recorded>>>), CliError> {
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    Ok((format!("http://{addr}"), seen))
+    let origin = Origin::parse(&format!("http://{addr}")).map_err(|e| CliError::Config(e.to_string()))?;
+    Ok(Recorder {
+        origin,
+        seen,
+        http: crate::providers::http::http_client(std::time::Duration::from_secs(5)),
+    })
 }
 
 /// The provider a subscription names, from the files: how messages name it, and its block.
@@ -91,14 +120,13 @@ fn provider_block_in<'a>(
 ) -> Option<(String, ProviderBlock<'a>, &'a [crate::api::AllowedEndpoint])> {
     let reference = &sub.spec.provider_ref;
     let ns = sub.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-    let (display, avaya, vonage, authvia, allowed) = match reference.kind {
+    let (avaya, vonage, authvia, allowed) = match reference.kind {
         crate::api::ProviderKind::WebhookProvider => {
             let p = namespaced.iter().find(|p| {
                 p.metadata.name.as_deref() == Some(&reference.name)
                     && p.metadata.namespace.as_deref().unwrap_or("default") == ns
             })?;
             (
-                format!("WebhookProvider \"{}\"", reference.name),
                 &p.spec.avaya,
                 &p.spec.vonage,
                 &p.spec.authvia,
@@ -110,7 +138,6 @@ fn provider_block_in<'a>(
                 .iter()
                 .find(|p| p.metadata.name.as_deref() == Some(&reference.name))?;
             (
-                format!("ClusterWebhookProvider \"{}\"", reference.name),
                 &p.spec.avaya,
                 &p.spec.vonage,
                 &p.spec.authvia,
@@ -118,26 +145,14 @@ fn provider_block_in<'a>(
             )
         }
     };
+    let display = crate::controller::observe::provider_ref_display(sub);
     let block = bindings::provider_block(avaya, vonage, authvia, &display).ok()?;
     Some((display, block, allowed))
 }
 
-fn account(base_url: String, token_url: String) -> AccountConfig {
-    AccountConfig {
-        base_url,
-        token_url,
-        client_id: "plan".into(),
-        client_secret: "plan".into(),
-        limiter: Arc::new(crate::providers::http::RateLimiter::new(100.0, 100)),
-        retry: crate::providers::http::RetryPolicy::default(),
-        http: crate::providers::http::http_client(std::time::Duration::from_secs(5)),
-        clock: Arc::new(crate::clock::SystemClock),
-        labels: Default::default(),
-    }
-}
-
 /// The create request for `sub` through `block`: method, the provider's real URL, and the body.
 async fn create_request(
+    recorder: &Recorder,
     sub: &WebhookSubscription,
     display: &str,
     block: ProviderBlock<'_>,
@@ -148,26 +163,27 @@ async fn create_request(
     let mut real_base = String::new();
     bindings::client(block, display, &EndpointPolicy::default(), |base, token| {
         real_base = base.clone();
-        account(base, token)
+        recorder.account(base, token)
     })
     .map_err(|e| e.to_string())?;
-    let (local, seen) = recorder().await.map_err(|e| e.to_string())?;
-    let to = Origin::parse(&local).map_err(|e| e.to_string())?;
     let redirects = own_domains(provider)
         .iter()
         .filter_map(|d| Origin::parse(&format!("https://*.{d}")).ok())
-        .map(|from| (from, to.clone()))
+        .map(|from| (from, recorder.origin.clone()))
         .collect();
     let policy = EndpointPolicy {
         redirects,
         ..EndpointPolicy::default()
     };
-    let api = bindings::client(block, display, &policy, account).map_err(|e| e.to_string())?;
+    let api = bindings::client(block, display, &policy, |base, token| recorder.account(base, token))
+        .map_err(|e| e.to_string())?;
     let desired = bindings::desired(sub, provider, display, &mut Placeholders)
         .await
         .map_err(|e| e.to_string())?;
+    recorder.seen.lock().unwrap_or_else(|e| e.into_inner()).clear();
     let _ = api.create(&desired).await;
-    let recorded = seen
+    let recorded = recorder
+        .seen
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .first()
@@ -198,6 +214,7 @@ pub async fn run_plan(args: &PlanArgs) -> Result<String, CliError> {
         .collect();
     let schema =
         schema_of("WebhookSubscription").ok_or_else(|| CliError::Config("no WebhookSubscription CRD".into()))?;
+    let recorder = recorder().await?;
     let mut out = String::new();
     let mut refused = false;
     let subs: Vec<&Value> = of("WebhookSubscription").collect();
@@ -236,12 +253,8 @@ pub async fn run_plan(args: &PlanArgs) -> Result<String, CliError> {
         let Some((display, block, allowed)) = provider_block_in(&sub, &namespaced, &cluster) else {
             let _ = writeln!(
                 out,
-                "    its provider {} \"{}\" is not in the files: add it to see the request",
-                match sub.spec.provider_ref.kind {
-                    crate::api::ProviderKind::WebhookProvider => "WebhookProvider",
-                    crate::api::ProviderKind::ClusterWebhookProvider => "ClusterWebhookProvider",
-                },
-                sub.spec.provider_ref.name
+                "    its provider {} is not in the files: add it to see the request",
+                crate::controller::observe::provider_ref_display(&sub)
             );
             continue;
         };
@@ -250,7 +263,7 @@ pub async fn run_plan(args: &PlanArgs) -> Result<String, CliError> {
             let _ = writeln!(out, "    ✗ the operator would refuse it: {why}");
             continue;
         }
-        match create_request(&sub, &display, block).await {
+        match create_request(&recorder, &sub, &display, block).await {
             Ok((method, url, body)) => {
                 let _ = writeln!(out, "    creates it through {display}:");
                 let _ = writeln!(out, "    {method} {url}");

@@ -37,17 +37,14 @@ pub fn render_status(sub: &WebhookSubscription, events: &[Event], now: Timestamp
     let mut out = String::new();
     let status = sub.status.clone().unwrap_or_default();
     let reference = &sub.spec.provider_ref;
-    let kind = match reference.kind {
-        crate::api::ProviderKind::WebhookProvider => "WebhookProvider",
-        crate::api::ProviderKind::ClusterWebhookProvider => "ClusterWebhookProvider",
-    };
     let provider_type =
         crate::controller::bindings::subscription_block(&sub.spec).map_or("unknown", |b| b.provider_type().as_str());
     let _ = writeln!(
         out,
-        "{}/{}  ({provider_type} through {kind} {}) -> {}",
+        "{}/{}  ({provider_type} through {} {}) -> {}",
         sub.namespace().unwrap_or_default(),
         sub.name_any(),
+        reference.kind.as_str(),
         reference.name,
         sub.spec.endpoint
     );

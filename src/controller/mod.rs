@@ -340,12 +340,12 @@ fn record_gauges(sub: &WebhookSubscription, status: &WebhookSubscriptionStatus) 
 /// The provider a subscription names, as metrics label it.
 fn subscription_provider_labels(sub: &WebhookSubscription) -> crate::telemetry::ProviderLabels {
     let reference = &sub.spec.provider_ref;
-    let (kind, namespace) = match reference.kind {
-        crate::api::ProviderKind::WebhookProvider => ("WebhookProvider", sub.namespace().unwrap_or_default()),
-        crate::api::ProviderKind::ClusterWebhookProvider => ("ClusterWebhookProvider", String::new()),
+    let namespace = match reference.kind {
+        crate::api::ProviderKind::WebhookProvider => sub.namespace().unwrap_or_default(),
+        crate::api::ProviderKind::ClusterWebhookProvider => String::new(),
     };
     crate::telemetry::ProviderLabels {
-        provider_kind: kind.to_string(),
+        provider_kind: reference.kind.as_str().to_string(),
         provider_namespace: namespace,
         provider_name: reference.name.clone(),
         provider_type: bindings::subscription_block(&sub.spec)

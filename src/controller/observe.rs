@@ -521,11 +521,11 @@ pub async fn remote(
 
 /// `WebhookProvider "name"` or `ClusterWebhookProvider "name"`, as a subscription refers to it.
 pub fn provider_ref_display(sub: &WebhookSubscription) -> String {
-    let kind = match sub.spec.provider_ref.kind {
-        ProviderKind::WebhookProvider => "WebhookProvider",
-        ProviderKind::ClusterWebhookProvider => "ClusterWebhookProvider",
-    };
-    format!("{kind} \"{}\"", sub.spec.provider_ref.name)
+    format!(
+        "{} \"{}\"",
+        sub.spec.provider_ref.kind.as_str(),
+        sub.spec.provider_ref.name
+    )
 }
 
 /// `metadata.uid` or an empty string.

@@ -5,14 +5,13 @@
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use super::act::{Applied, Done};
 use super::error::{ReconcileError, Retry, backoff};
 use super::plan::{self, Gate, OwnAnnotations, RenewReason, Wake};
 use super::reason::Reason;
 use super::status::{condition_state, format_time, set_condition};
-use crate::api::{Annotations, RenewalPolicy, WebhookSubscriptionStatus, condition};
+use crate::api::{Annotations, RenewalPolicy, WebhookSubscriptionStatus, condition, find_condition};
 use crate::providers::{Field, ProviderType, RemoteState};
 
 /// How far two reads of one expiry may differ and still be the same lifetime (an expiry derived from a
@@ -294,12 +293,7 @@ fn report_outcome(
                     != condition_state(&next.conditions, condition::READY);
             // A failure that needs a person is told again when its cause changes (a second missing key
             // after the first was fixed); transient trouble only when its reason does.
-            let message = |conditions: &[Condition]| {
-                conditions
-                    .iter()
-                    .find(|c| c.type_ == condition::SYNCED)
-                    .map(|c| c.message.clone())
-            };
+            let message = |conditions| find_condition(conditions, condition::SYNCED).map(|c| &c.message);
             let new_cause = !error.keeps_ready() && message(&current.conditions) != message(&next.conditions);
             if changed || new_cause {
                 events.push(Note::warning(error.event_reason(), error.to_string()));

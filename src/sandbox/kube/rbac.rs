@@ -99,17 +99,17 @@ impl Attributes {
     }
 }
 
-/// The RBAC objects to evaluate, as stored.
+/// The RBAC objects to evaluate, borrowed from the store.
 #[derive(Clone, Debug, Default)]
-pub struct Rbac {
+pub struct Rbac<'a> {
     /// Roles (namespaced).
-    pub roles: Vec<Value>,
+    pub roles: Vec<&'a Value>,
     /// ClusterRoles.
-    pub cluster_roles: Vec<Value>,
+    pub cluster_roles: Vec<&'a Value>,
     /// RoleBindings (namespaced).
-    pub role_bindings: Vec<Value>,
+    pub role_bindings: Vec<&'a Value>,
     /// ClusterRoleBindings.
-    pub cluster_role_bindings: Vec<Value>,
+    pub cluster_role_bindings: Vec<&'a Value>,
 }
 
 /// An authorization decision and the reason the API server would give.
@@ -167,7 +167,7 @@ fn rule_covers(rule: &Value, attributes: &Attributes) -> bool {
         && name_matches
 }
 
-impl Rbac {
+impl Rbac<'_> {
     /// The rules a binding grants: its Role (same namespace) or ClusterRole.
     fn rules_of(&self, binding: &Value) -> Vec<&Value> {
         let role_name = text(binding, "/roleRef/name");
@@ -193,10 +193,11 @@ impl Rbac {
             let binding_namespace = text(binding, "/metadata/namespace");
             strings_of(&binding["subjects"]).any(|s| subject_matches(s, binding_namespace, user))
         };
-        let cluster = self.cluster_role_bindings.iter().filter(bound);
+        let cluster = self.cluster_role_bindings.iter().copied().filter(bound);
         let local = self
             .role_bindings
             .iter()
+            .copied()
             .filter(move |b| !namespace.is_empty() && text(b, "/metadata/namespace") == namespace)
             .filter(bound);
         cluster.chain(local)
@@ -295,10 +296,10 @@ mod tests {
             "roleRef": {"kind": "Role", "name": "lease"},
             "subjects": [{"kind": "ServiceAccount", "name": "op"}]})];
         let rbac = Rbac {
-            roles: roles.to_vec(),
-            cluster_roles: cluster_roles.to_vec(),
-            role_bindings: role_bindings.to_vec(),
-            cluster_role_bindings: cluster_role_bindings.to_vec(),
+            roles: roles.iter().collect(),
+            cluster_roles: cluster_roles.iter().collect(),
+            role_bindings: role_bindings.iter().collect(),
+            cluster_role_bindings: cluster_role_bindings.iter().collect(),
         };
         let op = User::impersonated("system:serviceaccount:ops:op", &[]);
         assert!(op.groups.contains(&"system:serviceaccounts:ops".to_string()));

@@ -235,15 +235,16 @@ async fn serve(shared: &Arc<Shared>, request: &Incoming<'_>) -> Result<Response,
         };
         // A server-side apply or a PUT that creates the object is a create as well, and needs that verb
         // too (the API server authorizes it so: patch alone may not create).
-        let creates = match (request.method, target.name.as_deref()) {
-            (&Method::PATCH, Some(name)) if request.content_type.starts_with("application/apply-patch") => {
-                shared.with_state(|s| s.get(&target.rt, &attributes.namespace, name).is_err())
-            }
-            (&Method::PUT, Some(name)) if target.rt.create_on_update => {
-                shared.with_state(|s| s.get(&target.rt, &attributes.namespace, name).is_err())
-            }
+        let may_create = match *request.method {
+            Method::PATCH => request.content_type.starts_with("application/apply-patch"),
+            Method::PUT => target.rt.create_on_update,
             _ => false,
         };
+        let creates = may_create
+            && target
+                .name
+                .as_deref()
+                .is_some_and(|name| shared.with_state(|s| s.get(&target.rt, &attributes.namespace, name).is_err()));
         let mut asked = vec![attributes.clone()];
         if creates {
             asked.push(Attributes {
@@ -251,9 +252,8 @@ async fn serve(shared: &Arc<Shared>, request: &Incoming<'_>) -> Result<Response,
                 ..attributes
             });
         }
-        let rbac = shared.with_state(|s| s.rbac());
         for attributes in asked {
-            let allowed = rbac.decide(user, &attributes).allowed;
+            let allowed = shared.with_state(|s| s.rbac().decide(user, &attributes).allowed);
             crate::sandbox::push_bounded(
                 &mut shared.audit.lock().expect("audit log"),
                 AuditRecord {

@@ -84,9 +84,7 @@ fn access_review(shared: &Arc<Shared>, user: Option<&User>, spec: &Value) -> Res
         );
         return Ok(json!({"allowed": allowed}));
     }
-    let decision = shared
-        .with_state(|s| s.rbac())
-        .decide(user, &Attributes::from_review(resource));
+    let decision = shared.with_state(|s| s.rbac().decide(user, &Attributes::from_review(resource)));
     let mut status = json!({"allowed": decision.allowed});
     if !decision.reason.is_empty() {
         status["reason"] = json!(decision.reason);
@@ -103,7 +101,7 @@ fn rules_review(shared: &Arc<Shared>, user: Option<&User>, spec: &Value) -> Valu
         });
     };
     let namespace = spec["namespace"].as_str().unwrap_or_default();
-    let mut rules = shared.with_state(|s| s.rbac()).rules(user, namespace);
+    let mut rules = shared.with_state(|s| s.rbac().rules(user, namespace));
     rules.push(json!({
         "verbs": ["create"], "apiGroups": ["authorization.k8s.io"],
         "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"], "resourceNames": []

@@ -314,20 +314,22 @@ impl State {
     /// Every object of a resource as stored (no copy; `apiVersion` and `kind` may be another version's).
     /// Keys sort by group and plural first, so this walks only that resource's range.
     pub fn stored_of<'a>(&'a self, rt: &'a ResourceType) -> impl Iterator<Item = &'a Value> + 'a {
-        let start = (rt.group.clone(), rt.plural.clone(), String::new(), String::new());
+        self.stored_in(&rt.group, &rt.plural)
+    }
+
+    /// Every stored object of `group`/`plural`, walking only that range of keys.
+    fn stored_in(&self, group: &str, plural: &str) -> impl Iterator<Item = &Value> + '_ {
+        let (group, plural) = (group.to_string(), plural.to_string());
+        let start = (group.clone(), plural.clone(), String::new(), String::new());
         self.objects
             .range(start..)
-            .take_while(move |((g, p, _, _), _)| *g == rt.group && *p == rt.plural)
+            .take_while(move |((g, p, _, _), _)| *g == group && *p == plural)
             .map(|(_, o)| o.as_ref())
     }
 
     /// The RBAC objects held, for authorizing impersonated requests and answering access reviews.
-    pub fn rbac(&self) -> super::rbac::Rbac {
-        let of = |plural: &str| -> Vec<Value> {
-            self.resource("rbac.authorization.k8s.io", "v1", plural)
-                .map(|rt| self.stored_of(&rt).cloned().collect())
-                .unwrap_or_default()
-        };
+    pub fn rbac(&self) -> super::rbac::Rbac<'_> {
+        let of = |plural: &str| -> Vec<&Value> { self.stored_in("rbac.authorization.k8s.io", plural).collect() };
         super::rbac::Rbac {
             roles: of("roles"),
             cluster_roles: of("clusterroles"),
