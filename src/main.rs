@@ -65,6 +65,11 @@ enum Command {
         /// have no shard label. Providers and Secrets are shared; each shard has its own Lease.
         #[arg(long, value_name = "SELECTOR")]
         shard_selector: Option<String>,
+        /// Watch only this namespace (repeatable): for an install whose service account holds Roles in
+        /// these namespaces only. Subscriptions elsewhere are left alone, and ClusterWebhookProviders are
+        /// not read. Without it, every namespace.
+        #[arg(long = "namespace", value_name = "NS")]
+        namespaces: Vec<String>,
         /// How long the Lease is valid without renewal.
         #[arg(long, default_value = "15s", value_parser = parse_duration)]
         leader_election_lease_duration: Duration,
@@ -192,6 +197,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             leader_election_namespace,
             leader_election_name,
             shard_selector,
+            namespaces,
             leader_election_lease_duration,
             leader_election_renew_deadline,
             leader_election_retry_period,
@@ -213,6 +219,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 config.shard =
                     webhook_operator::controller::shard::Shard::parse(selector).map_err(anyhow::Error::msg)?;
             }
+            config.scope =
+                webhook_operator::controller::scope::Scope::parse(&namespaces).map_err(anyhow::Error::msg)?;
             #[cfg(feature = "sandbox")]
             {
                 config.endpoints.redirects = redirect_provider_hosts;
@@ -352,7 +360,7 @@ fn run_controller(
             .await
             .with_context(|| format!("cannot serve metrics on {metrics_addr}"))?;
         tracing::info!(%served, "serving /metrics, /healthz and /readyz");
-        tracing::info!(namespace = %config.operator_namespace, "webhook-operator starting");
+        tracing::info!(namespace = %config.operator_namespace, watching = %config.scope.describe(), "webhook-operator starting");
         match election {
             None => {
                 let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));

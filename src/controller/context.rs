@@ -49,6 +49,8 @@ pub struct Config {
     pub reconcile_concurrency: u16,
     /// Which subscriptions this replica reconciles (by their shard label).
     pub shard: super::shard::Shard,
+    /// Which namespaces it watches.
+    pub scope: super::scope::Scope,
 }
 
 impl Config {
@@ -65,6 +67,7 @@ impl Config {
             leadership: None,
             reconcile_concurrency: 32,
             shard: super::shard::Shard::unsharded(),
+            scope: super::scope::Scope::Cluster,
         }
     }
 }

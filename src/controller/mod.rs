@@ -31,6 +31,7 @@ pub mod plan;
 pub mod provider_status;
 pub mod reason;
 pub mod report;
+pub mod scope;
 pub mod shard;
 pub mod status;
 pub mod watch;
@@ -152,7 +153,7 @@ async fn converge(
     };
     // Observe: the provider, its credentials and the Secrets the spec references.
     let observed = async {
-        let settings = observe::resolve_provider(ctx.reads(), sub, &ctx.config.operator_namespace).await?;
+        let settings = observe::resolve_provider(ctx.reads(), sub, &ctx.config).await?;
         if let Some(why) = &settings.credentials_refused {
             return Err(ConfigError::provider(format!(
                 "{} cannot use its credentials: {why}; fix its credentials Secret (this subscription goes on by itself then)",
@@ -401,7 +402,7 @@ async fn delete_remote(
         }
     }
     let connected = async {
-        let settings = observe::resolve_provider(ctx.reads(), sub, &ctx.config.operator_namespace).await?;
+        let settings = observe::resolve_provider(ctx.reads(), sub, &ctx.config).await?;
         let (api, _) = ctx.connect(&settings).await?;
         Ok::<_, ReconcileError>((api, settings))
     }

@@ -380,7 +380,7 @@ pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, Stri
 pub async fn resolve_provider(
     reads: Reads<'_>,
     sub: &WebhookSubscription,
-    operator_namespace: &str,
+    config: &super::Config,
 ) -> Result<ProviderSettings, ReconcileError> {
     let client = reads.client;
     let ns = sub.namespace().unwrap_or_default();
@@ -407,6 +407,14 @@ pub async fn resolve_provider(
             }
         }
         ProviderKind::ClusterWebhookProvider => {
+            if !config.scope.is_cluster() {
+                return Err(ConfigError::provider(format!(
+                    "ClusterWebhookProvider \"{name}\" is out of reach: this operator is installed for {} only (run --namespace), \
+                     and reads nothing cluster-scoped; use a WebhookProvider in namespace {ns}, or ask the platform team for a cluster-wide install",
+                    config.scope.describe()
+                ))
+                .into());
+            }
             let provider = match reads.caches {
                 Some(caches) => caches.cluster_providers.get(&ObjectRef::new(name)),
                 None => Api::<ClusterWebhookProvider>::all(client.clone())
@@ -441,7 +449,7 @@ pub async fn resolve_provider(
                     .into());
                 }
             }
-            Ok(ProviderSettings::cluster(&p, operator_namespace))
+            Ok(ProviderSettings::cluster(&p, &config.operator_namespace))
         }
     }
 }

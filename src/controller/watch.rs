@@ -82,8 +82,9 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
     // Only this replica's shard: a subscription relabelled into another shard leaves this watch (and
     // this replica's cache) and joins the other's.
     let shard_wc = wc.clone().labels(&ctx.config.shard.label_selector());
-    let subscription_events = watcher(Api::<WebhookSubscription>::all(client.clone()), shard_wc)
-        .default_backoff()
+    let scope = ctx.config.scope.clone();
+    let subscription_events = scope
+        .watch::<WebhookSubscription>(&client, &shard_wc, store.clone())
         // /readyz tells the truth over time: not ready while this watch fails, ready when it delivers.
         .inspect(|result| {
             let failure = result.as_ref().err().map(ToString::to_string);
@@ -116,46 +117,38 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
     let controller = Controller::for_stream(subscription_events, store.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.reconcile_concurrency));
     ctx.watch_subscriptions(store.clone());
-    let provider_controller = Controller::new(Api::<WebhookProvider>::all(client.clone()), wc.clone());
-    let cluster_provider_controller = Controller::new(Api::<ClusterWebhookProvider>::all(client.clone()), wc.clone());
-    let (provider_store, cluster_provider_store) = (provider_controller.store(), cluster_provider_controller.store());
+    let (provider_store, provider_writer) = reflector::store();
+    let provider_controller = Controller::for_stream(
+        scope
+            .watch::<WebhookProvider>(&client, &wc, provider_store.clone())
+            .reflect(provider_writer)
+            .applied_objects(),
+        provider_store.clone(),
+    );
+    // A namespaced install reads nothing cluster-scoped: its stores of ClusterWebhookProviders and
+    // Namespaces are empty, and complete.
+    let cluster_provider_controller = scope
+        .is_cluster()
+        .then(|| Controller::new(Api::<ClusterWebhookProvider>::all(client.clone()), wc.clone()));
+    let cluster_provider_store = match &cluster_provider_controller {
+        Some(controller) => controller.store(),
+        None => empty_store(),
+    };
     // Namespaces (labels only) and Secrets (metadata only: values are read when a pass needs them).
-    let (namespace_store, namespace_writer) = reflector::store();
-    // A change of a Namespace's labels can admit its subscriptions to a ClusterWebhookProvider or refuse
-    // them: those subscriptions are woken (other changes of a Namespace wake nothing). The Namespace
-    // watch runs as its own task, not as one of the controller's trigger streams: the controller stops
-    // polling those while every reconcile slot is busy, and passes wait for this cache.
     let (wake_in_namespace, namespace_wakes) = futures::channel::mpsc::unbounded();
-    let by_namespace = ctx.index.clone();
-    let namespaces = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), wc.clone())
-        .default_backoff()
-        .modify(slim)
-        .reflect(namespace_writer)
-        .touched_objects()
-        .predicate_filter(
-            |ns: &PartialObjectMeta<Namespace>| {
-                use std::hash::{Hash, Hasher};
-                let mut hasher = std::collections::hash_map::DefaultHasher::new();
-                ns.metadata.labels.hash(&mut hasher);
-                Some(hasher.finish())
-            },
-            PredicateConfig::default(),
-        )
-        .for_each(move |ns| {
-            if let Ok(ns) = ns {
-                for sub in by_namespace.using_cluster_provider_in(&ns.name_any()) {
-                    let _ = wake_in_namespace.unbounded_send(sub);
-                }
-            }
-            futures::future::ready(())
-        });
-    let namespaces = tokio::spawn(namespaces);
+    let (namespace_store, namespaces) = if scope.is_cluster() {
+        let (store, writer) = reflector::store();
+        let follow = follow_namespace_labels(client.clone(), wc.clone(), writer, ctx.clone(), wake_in_namespace);
+        (store, Some(tokio::spawn(follow)))
+    } else {
+        (empty_store(), None)
+    };
     let (secret_store, secret_writer) = reflector::store();
     let caches = Arc::new(Caches::new(
         provider_store.clone(),
         cluster_provider_store.clone(),
         namespace_store,
-        secret_store,
+        secret_store.clone(),
     ));
     ctx.use_caches(caches.clone());
     let sync = tokio::spawn({
@@ -165,15 +158,15 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
     let operator_namespace = ctx.config.operator_namespace.clone();
     tokio::spawn(signal_ready(store.clone()));
     let watchdog = tokio::spawn(expect_progress(
-        provider_controller.store(),
-        cluster_provider_controller.store(),
+        provider_store.clone(),
+        cluster_provider_store.clone(),
         ctx.config.provider_check_interval,
     ));
     let prune = tokio::spawn(prune_states(
         ctx.clone(),
         store,
-        provider_controller.store(),
-        cluster_provider_controller.store(),
+        provider_store.clone(),
+        cluster_provider_store.clone(),
     ));
     let (recheck_provider, provider_rechecks) = futures::channel::mpsc::unbounded();
     let (recheck_cluster_provider, cluster_provider_rechecks) = futures::channel::mpsc::unbounded();
@@ -183,8 +176,8 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
     // credentials it holds and wakes the subscriptions that use it or them.
     let (wake_for_secret, secret_wakes) = futures::channel::mpsc::unbounded();
     let by_secret = ctx.index.clone();
-    let secrets = watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), wc.clone())
-        .default_backoff()
+    let secrets = scope
+        .watch::<PartialObjectMeta<Secret>>(&client, &wc, secret_store.clone())
         .modify(slim)
         .map_ok(move |event| {
             if let watcher::Event::Delete(secret) = &event {
@@ -232,22 +225,23 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
         let _ = rx.wait_for(|s| *s).await;
     };
     let (by_provider, by_cluster_provider) = (ctx.index.clone(), ctx.index.clone());
-    let subscriptions = controller
-        .watches(
-            Api::<WebhookProvider>::all(client.clone()),
-            wc.clone(),
-            move |p: WebhookProvider| {
-                by_provider.using_provider(&ProviderKey::Namespaced(
-                    p.namespace().unwrap_or_default(),
-                    p.name_any(),
-                ))
-            },
-        )
-        .watches(
+    // What changes of providers wake: their subscriptions.
+    let controller = controller.watches_stream(scope.touched::<WebhookProvider>(&client, &wc), move |p| {
+        by_provider.using_provider(&ProviderKey::Namespaced(
+            p.namespace().unwrap_or_default(),
+            p.name_any(),
+        ))
+    });
+    let controller = if scope.is_cluster() {
+        controller.watches(
             Api::<ClusterWebhookProvider>::all(client.clone()),
             wc.clone(),
             move |p: ClusterWebhookProvider| by_cluster_provider.using_provider(&ProviderKey::Cluster(p.name_any())),
         )
+    } else {
+        controller
+    };
+    let subscriptions = controller
         .reconcile_on(namespace_wakes)
         .reconcile_on(secret_wakes)
         .graceful_shutdown_on(stopped(stop_rx.clone()))
@@ -266,15 +260,20 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
             ctx.clone(),
         )
         .for_each(|_| async {});
-    let cluster_providers = cluster_provider_controller
-        .reconcile_on(cluster_provider_rechecks)
-        .graceful_shutdown_on(stopped(stop_rx))
-        .run(
-            provider_status::reconcile_cluster_provider,
-            provider_status::error_policy,
-            ctx,
-        )
-        .for_each(|_| async {});
+    let cluster_providers = async move {
+        if let Some(controller) = cluster_provider_controller {
+            controller
+                .reconcile_on(cluster_provider_rechecks)
+                .graceful_shutdown_on(stopped(stop_rx))
+                .run(
+                    provider_status::reconcile_cluster_provider,
+                    provider_status::error_policy,
+                    ctx,
+                )
+                .for_each(|_| async {})
+                .await;
+        }
+    };
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -292,11 +291,62 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
         () = grace => tracing::warn!(grace = ?SHUTDOWN_GRACE, "passes still in flight at shutdown were dropped"),
     }
     prune.abort();
-    namespaces.abort();
+    if let Some(namespaces) = namespaces {
+        namespaces.abort();
+    }
     secrets.abort();
     sync.abort();
     watchdog.abort();
     crate::telemetry::health().expect_progress_within(None);
+}
+
+/// A store that is complete and empty: what a namespaced install holds of cluster-scoped kinds.
+fn empty_store<K>() -> Store<K>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (store, mut writer) = reflector::store();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    store
+}
+
+/// Follows Namespaces' labels into `writer`. A change of a Namespace's labels can admit its
+/// subscriptions to a ClusterWebhookProvider or refuse them: those subscriptions are woken (other changes
+/// of a Namespace wake nothing). This runs as its own task, not as one of the controller's trigger
+/// streams: the controller stops polling those while every reconcile slot is busy, and passes wait for
+/// this cache.
+async fn follow_namespace_labels(
+    client: kube::Client,
+    wc: watcher::Config,
+    writer: reflector::store::Writer<PartialObjectMeta<Namespace>>,
+    ctx: Arc<Context>,
+    wake: futures::channel::mpsc::UnboundedSender<ObjectRef<WebhookSubscription>>,
+) {
+    watcher(Api::<PartialObjectMeta<Namespace>>::all(client), wc)
+        .default_backoff()
+        .modify(slim)
+        .reflect(writer)
+        .touched_objects()
+        .predicate_filter(
+            |ns: &PartialObjectMeta<Namespace>| {
+                use std::hash::{Hash, Hasher};
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                ns.metadata.labels.hash(&mut hasher);
+                Some(hasher.finish())
+            },
+            PredicateConfig::default(),
+        )
+        .for_each(move |ns| {
+            if let Ok(ns) = ns {
+                for sub in ctx.index.using_cluster_provider_in(&ns.name_any()) {
+                    let _ = wake.unbounded_send(sub);
+                }
+            }
+            futures::future::ready(())
+        })
+        .await;
 }
 
 /// Marks the process ready once the subscription cache has synced.

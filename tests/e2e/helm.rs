@@ -355,8 +355,55 @@ fn every_option_turned_on_renders_a_complete_install() {
 }
 
 #[test]
+fn watch_namespaces_render_a_flag_and_a_role_per_namespace() {
+    let docs = render(&["--set", IMAGE, "--set", "watchNamespaces={team-a,team-b}"]);
+    let deployment = of_kind(&docs, "Deployment").next().unwrap();
+    let args: Vec<&str> = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let namespaces: Vec<&&str> = args.iter().filter(|a| a.starts_with("--namespace=")).collect();
+    assert_eq!(namespaces, [&"--namespace=team-a", &"--namespace=team-b"]);
+    let in_namespace = |kind: &str| -> Vec<String> {
+        of_kind(&docs, kind)
+            .filter(|o| !o["metadata"]["name"].as_str().unwrap().ends_with("-leader-election"))
+            .map(|o| o["metadata"]["namespace"].as_str().unwrap_or("<cluster>").to_string())
+            .collect()
+    };
+    assert_eq!(in_namespace("Role"), ["team-a", "team-b"]);
+    assert_eq!(in_namespace("RoleBinding"), ["team-a", "team-b"]);
+    assert_eq!(of_kind(&docs, "ClusterRoleBinding").count(), 0, "no cluster-wide grant");
+    // Only the aggregated user roles remain cluster-scoped (and go with aggregateToDefaultRoles=false).
+    assert!(of_kind(&docs, "ClusterRole").all(|r| {
+        r["metadata"]["labels"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|k| k.starts_with("rbac.authorization.k8s.io/aggregate-to-"))
+    }));
+    let docs = render(&[
+        "--set",
+        IMAGE,
+        "--set",
+        "watchNamespaces={team-a}",
+        "--set",
+        "rbac.aggregateToDefaultRoles=false",
+        "--set",
+        "crds.enabled=false",
+    ]);
+    let cluster_scoped: Vec<&str> = docs
+        .iter()
+        .filter(|o| o["metadata"]["namespace"].is_null())
+        .map(|o| o["kind"].as_str().unwrap())
+        .collect();
+    assert!(cluster_scoped.is_empty(), "{cluster_scoped:?}");
+}
+
+#[test]
 fn bad_values_are_refused_with_a_message_naming_them() {
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 11] = [
         (
             &["--set", "replicaCount=abc"],
             "at '/replicaCount': got string, want integer",
@@ -380,6 +427,8 @@ fn bad_values_are_refused_with_a_message_naming_them() {
             "additional properties 'unknownValue' not allowed",
         ),
         (&["--set", "shardSelector=team=eu"], "at '/shardSelector'"),
+        (&["--set", "watchNamespaces={team-a,Team_B}"], "at '/watchNamespaces/1'"),
+        (&["--set", "reconcileConcurrency=1001"], "at '/reconcileConcurrency'"),
         (
             &["--set", "metrics.prometheusRule.expiryWarningSeconds=soon"],
             "at '/metrics/prometheusRule/expiryWarningSeconds'",

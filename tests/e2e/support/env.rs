@@ -13,6 +13,7 @@ use webhook_operator::api::{WebhookSubscription, crds};
 use webhook_operator::clock::SystemClock;
 use webhook_operator::controller::endpoints::Origin;
 use webhook_operator::controller::leader::{Election, LeaderGuard, run_elected};
+use webhook_operator::controller::scope::Scope;
 use webhook_operator::controller::shard::Shard;
 use webhook_operator::controller::{self, Config, Context};
 use webhook_operator::sandbox::kube::{Emulator, EmulatorOptions};
@@ -225,6 +226,15 @@ impl Env {
 
     /// Starts an elected controller for `shard` (its own Lease), as replica `identity`.
     pub fn start_shard(&mut self, client: Client, lease_namespace: &str, identity: &str, shard: Shard) {
+        self.start_replica(client, lease_namespace, identity, shard, Scope::Cluster);
+    }
+
+    /// Starts an elected controller that watches `scope` only.
+    pub fn start_scoped(&mut self, client: Client, lease_namespace: &str, scope: Scope) {
+        self.start_replica(client, lease_namespace, "replica-a", Shard::unsharded(), scope);
+    }
+
+    fn start_replica(&mut self, client: Client, lease_namespace: &str, identity: &str, shard: Shard, scope: Scope) {
         let mut config = Config::new("webhook-operator", Arc::new(SystemClock));
         config.drift_interval = Duration::from_secs(3600);
         config.provider_check_interval = Duration::from_secs(3600);
@@ -238,6 +248,7 @@ impl Env {
         election.renew_deadline = Duration::from_secs(3);
         election.retry_period = Duration::from_millis(200);
         config.shard = shard;
+        config.scope = scope;
         let (tx, rx) = oneshot::channel::<()>();
         let context = Context::new(client.clone(), config);
         self.context = Some(context.clone());
