@@ -239,6 +239,8 @@ pub struct LiveClaims {
     pub index: Arc<ClaimIndex>,
     /// Recorded by this process.
     pub recent: Arc<RecentClaims>,
+    /// The subscriptions other replicas reconcile, live.
+    pub others: Option<Arc<ClaimFeed>>,
 }
 
 impl Claims for LiveClaims {
@@ -260,7 +262,154 @@ impl Claims for LiveClaims {
                 .filter(|c| c.uid != me && fresh(&c.uid))
                 .cloned(),
         );
+        drop(recent);
+        if let Some(feed) = &self.others {
+            // A subscription that moved here may still be in the feed: this process's record wins.
+            let recent = self.recent.lock();
+            others.extend(
+                feed.others(provider, id, me)
+                    .into_iter()
+                    .filter(|c| !recent.by_uid.contains_key(&c.uid)),
+            );
+        }
         others
+    }
+}
+
+/// A claim: provider type, remote id, claimant.
+pub type Claim = (ProviderType, String, Claimant);
+
+/// The claims of the subscriptions this replica does not reconcile (other shards'; see
+/// [`super::shard::Shard::others_selector`]), followed from their watches as claims only, not objects,
+/// and looked up live: another replica's claim counts from the moment its watch event arrives (an
+/// index rebuilt from time to time would let a copy slip through in between). One slot per watch (one
+/// per namespace of a namespaced install), each replaced whole by its relist.
+#[derive(Debug)]
+pub struct ClaimFeed {
+    inner: Mutex<Feed>,
+    /// Whether every slot has been listed once: a pass checks claims only after.
+    listed: tokio::sync::watch::Sender<bool>,
+}
+
+#[derive(Debug, Default)]
+struct Feed {
+    slots: Vec<Slot>,
+    /// The claimants of each id, over every slot.
+    by_key: HashMap<ClaimKey, Vec<Claimant>>,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    listed: bool,
+    /// The listing under way.
+    relisting: Option<HashMap<String, Claim>>,
+    /// By uid.
+    claims: HashMap<String, Claim>,
+}
+
+impl Feed {
+    fn unindex(&mut self, (provider, id, claimant): &Claim) {
+        let key = (*provider, id.clone());
+        if let Some(claimants) = self.by_key.get_mut(&key) {
+            claimants.retain(|c| c.uid != claimant.uid);
+            if claimants.is_empty() {
+                self.by_key.remove(&key);
+            }
+        }
+    }
+
+    fn index(&mut self, (provider, id, claimant): &Claim) {
+        self.by_key
+            .entry((*provider, id.clone()))
+            .or_default()
+            .push(claimant.clone());
+    }
+
+    /// Sets (or, with `None`, removes) the claim of subscription `uid` in `slot`.
+    fn set(&mut self, slot: usize, uid: String, claim: Option<Claim>) {
+        let old = match &claim {
+            Some(claim) => self.slots[slot].claims.insert(uid, claim.clone()),
+            None => self.slots[slot].claims.remove(&uid),
+        };
+        if let Some(old) = old {
+            self.unindex(&old);
+        }
+        if let Some(claim) = &claim {
+            self.index(claim);
+        }
+    }
+}
+
+impl ClaimFeed {
+    /// A feed of `slots` watches.
+    pub fn new(slots: usize) -> Self {
+        ClaimFeed {
+            inner: Mutex::new(Feed {
+                slots: (0..slots).map(|_| Slot::default()).collect(),
+                by_key: HashMap::new(),
+            }),
+            listed: tokio::sync::watch::Sender::new(slots == 0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Feed> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Follows one event of watch `slot`.
+    pub fn observe(&self, slot: usize, event: &kube::runtime::watcher::Event<WebhookSubscription>) {
+        use kube::runtime::watcher::Event;
+        let mut feed = self.lock();
+        if slot >= feed.slots.len() {
+            return;
+        }
+        let uid = |sub: &WebhookSubscription| sub.uid().unwrap_or_default();
+        match event {
+            Event::Init => feed.slots[slot].relisting = Some(HashMap::new()),
+            Event::InitApply(sub) => {
+                if let Some(claim) = claim_of(sub) {
+                    feed.slots[slot]
+                        .relisting
+                        .get_or_insert_default()
+                        .insert(uid(sub), claim);
+                }
+            }
+            Event::InitDone => {
+                let listed = feed.slots[slot].relisting.take().unwrap_or_default();
+                let old = std::mem::take(&mut feed.slots[slot].claims);
+                for claim in old.values() {
+                    feed.unindex(claim);
+                }
+                for claim in listed.values() {
+                    feed.index(claim);
+                }
+                feed.slots[slot].claims = listed;
+                feed.slots[slot].listed = true;
+            }
+            Event::Apply(sub) => feed.set(slot, uid(sub), claim_of(sub)),
+            Event::Delete(sub) => feed.set(slot, uid(sub), None),
+        }
+        if feed.slots.iter().all(|s| s.listed) {
+            self.listed.send_if_modified(|listed| !std::mem::replace(listed, true));
+        }
+    }
+
+    /// Resolves once every watch has been listed.
+    pub async fn wait_listed(&self) {
+        let _ = self.listed.subscribe().wait_for(|listed| *listed).await;
+    }
+}
+
+impl Claims for ClaimFeed {
+    fn others(&self, provider: ProviderType, id: &str, me: &str) -> Vec<Claimant> {
+        self.lock()
+            .by_key
+            .get(&(provider, id.to_string()))
+            .into_iter()
+            .flatten()
+            .filter(|c| c.uid != me)
+            .cloned()
+            .collect()
     }
 }
 
@@ -294,6 +443,47 @@ mod tests {
 
     fn me(s: &WebhookSubscription) -> Claimant {
         claim_of(s).unwrap().2
+    }
+
+    #[test]
+    fn the_feed_follows_claims_per_watch_and_is_listed_once_every_watch_is() {
+        use kube::runtime::watcher::Event;
+        let feed = ClaimFeed::new(2);
+        let held = |feed: &ClaimFeed| {
+            let mut ids: Vec<String> = ["R1", "R2"]
+                .iter()
+                .flat_map(|id| {
+                    feed.others(ProviderType::Vonage, id, "me")
+                        .into_iter()
+                        .map(move |c| format!("{}:{id}", c.name))
+                })
+                .collect();
+            ids.sort();
+            ids
+        };
+        let a = sub("a", "a", "u-a", "2026-01-01T00:00:00Z", None, Some("R1"));
+        let b = sub("b", "b", "u-b", "2026-01-01T00:00:00Z", Some("R2"), None);
+        let unclaimed = sub("a", "c", "u-c", "2026-01-01T00:00:00Z", None, None);
+        feed.observe(0, &Event::Init);
+        feed.observe(0, &Event::InitApply(a.clone()));
+        feed.observe(0, &Event::InitApply(unclaimed.clone()));
+        feed.observe(0, &Event::InitDone);
+        assert!(!*feed.listed.borrow(), "one watch of two listed");
+        feed.observe(1, &Event::Init);
+        feed.observe(1, &Event::InitApply(b.clone()));
+        feed.observe(1, &Event::InitDone);
+        assert!(*feed.listed.borrow());
+        assert_eq!(held(&feed), ["a:R1", "b:R2"]);
+        // The copy's annotation removed: no claim; a relist of watch 0 that no longer lists a.
+        let mut b_released = b.clone();
+        b_released.metadata.annotations = None;
+        feed.observe(1, &Event::Apply(b_released));
+        feed.observe(0, &Event::Init);
+        feed.observe(0, &Event::InitDone);
+        assert!(held(&feed).is_empty());
+        feed.observe(1, &Event::Apply(b.clone()));
+        feed.observe(1, &Event::Delete(b));
+        assert!(held(&feed).is_empty());
     }
 
     #[test]
@@ -378,6 +568,7 @@ mod tests {
         let original = sub("team-a", "hooks", "u1", "2026-01-02T00:00:00Z", None, None);
         let copy = sub("team-b", "hooks", "u2", "2026-01-03T00:00:00Z", Some("id-1"), None);
         let live = LiveClaims {
+            others: None,
             index: Arc::new(ClaimIndex::build([&original, &copy])),
             recent: Arc::default(),
         };

@@ -12,7 +12,7 @@ use secrecy::SecretString;
 
 use super::accounts::ProviderRegistry;
 use super::cache::{Caches, SubscriptionIndex};
-use super::claims::{ClaimIndex, LiveClaims, RecentClaims};
+use super::claims::{ClaimFeed, ClaimIndex, LiveClaims, RecentClaims};
 use super::endpoints::EndpointPolicy;
 use super::error::ReconcileError;
 use super::events::{EventPublisher, EventType};
@@ -158,6 +158,8 @@ pub struct Context {
     pub objects: ObjectStates,
     /// The subscriptions the controller watches (set when it starts).
     subscriptions: OnceLock<Store<WebhookSubscription>>,
+    /// The claims of the subscriptions other replicas reconcile (set when the controller starts).
+    other_claims: OnceLock<Arc<ClaimFeed>>,
     /// The claim index, rebuilt from `subscriptions` at most once per [`CLAIMS_FRESH_FOR`].
     claims: Mutex<Option<(Instant, Arc<ClaimIndex>)>>,
     /// Claims this process recorded, which the index may not show yet.
@@ -188,6 +190,7 @@ impl Context {
             config,
             objects: ObjectStates::default(),
             subscriptions: OnceLock::new(),
+            other_claims: OnceLock::new(),
             claims: Mutex::new(None),
             recent_claims: Arc::default(),
             caches: OnceLock::new(),
@@ -224,6 +227,11 @@ impl Context {
         let _ = self.subscriptions.set(store);
     }
 
+    /// Uses `feed` for the claims of the subscriptions this replica does not reconcile.
+    pub fn follow_other_claims(&self, feed: Arc<ClaimFeed>) {
+        let _ = self.other_claims.set(feed);
+    }
+
     /// The newest cached copy of `sub` (the one a pass was given can be older than what the watch has
     /// shown since; see [`ObjectStates::seen`]).
     pub fn newest(&self, sub: &WebhookSubscription) -> Option<Arc<WebhookSubscription>> {
@@ -232,7 +240,7 @@ impl Context {
             .get(&kube::runtime::reflector::ObjectRef::from_obj(sub))
     }
 
-    /// Every claim of a remote id in the cluster: the cache's (at most [`CLAIMS_FRESH_FOR`] old) with
+    /// Every claim of a remote id in the cluster (this replica's subscriptions and the others'): the cache's (at most [`CLAIMS_FRESH_FOR`] old) with
     /// this process's recent ones over it.
     pub fn claims(&self) -> LiveClaims {
         let mut cached = self.claims.lock().unwrap_or_else(|e| e.into_inner());
@@ -250,6 +258,7 @@ impl Context {
         LiveClaims {
             index,
             recent: self.recent_claims.clone(),
+            others: self.other_claims.get().cloned(),
         }
     }
 

@@ -120,8 +120,13 @@ impl Scope {
         }
     }
 
-    /// The objects of a namespaced kind that change in this scope, for a controller's trigger (no store).
-    pub fn touched<K>(&self, client: &kube::Client, config: &watcher::Config) -> BoxStream<'static, watcher::Result<K>>
+    /// One watch per namespace of this scope (one for the whole cluster), each with kube's default
+    /// backoff, for a follower that keeps its own per-watch state instead of a reflector store.
+    pub fn watches<K>(
+        &self,
+        client: &kube::Client,
+        config: &watcher::Config,
+    ) -> Vec<BoxStream<'static, watcher::Result<Event<K>>>>
     where
         K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + 'static,
         K::DynamicType: Default,
@@ -130,9 +135,21 @@ impl Scope {
             Scope::Cluster => vec![Api::all(client.clone())],
             Scope::Namespaces(names) => names.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect(),
         };
+        apis.into_iter()
+            .map(|api| watcher(api, config.clone()).default_backoff().boxed())
+            .collect()
+    }
+
+    /// The objects of a namespaced kind that change in this scope, for a controller's trigger (no store).
+    pub fn touched<K>(&self, client: &kube::Client, config: &watcher::Config) -> BoxStream<'static, watcher::Result<K>>
+    where
+        K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + 'static,
+        K::DynamicType: Default,
+    {
         stream::select_all(
-            apis.into_iter()
-                .map(|api| watcher(api, config.clone()).default_backoff().touched_objects().boxed()),
+            self.watches::<K>(client, config)
+                .into_iter()
+                .map(|watch| watch.touched_objects().boxed()),
         )
         .boxed()
     }

@@ -73,6 +73,16 @@ impl Shard {
         }
     }
 
+    /// The subscriptions this replica does not reconcile: the other shards' and, for a shard, those
+    /// without a shard label (`notin` matches an object without the label). Their claims must still be
+    /// seen, or a copy placed in another shard could take over a subscription.
+    pub fn others_selector(&self) -> String {
+        match self.names.as_slice() {
+            [] => SHARD_LABEL.to_string(),
+            names => format!("{SHARD_LABEL} notin ({})", names.join(",")),
+        }
+    }
+
     /// The leader Lease of this shard: `base` for unsharded replicas, `base-shard-NAME[-NAME...]` for a
     /// shard (cut to the 63 characters a DNS label allows, with a hash when cut).
     pub fn lease_name(&self, base: &str) -> String {
@@ -112,8 +122,10 @@ mod tests {
             Shard::parse("webhook-operator.dev/shard==b").unwrap().label_selector(),
             "webhook-operator.dev/shard=b"
         );
+        assert_eq!(several.others_selector(), "webhook-operator.dev/shard notin (eu,us)");
         let none = Shard::unsharded();
         assert_eq!(none.label_selector(), "!webhook-operator.dev/shard");
+        assert_eq!(none.others_selector(), "webhook-operator.dev/shard");
         assert_eq!(none.lease_name("webhook-operator"), "webhook-operator");
         for bad in [
             "team=a",

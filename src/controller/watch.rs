@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::ResourceExt;
 use kube::api::{Api, PartialObjectMeta};
@@ -16,6 +16,7 @@ use kube::runtime::{PredicateConfig, WatchStreamExt};
 
 use super::bindings;
 use super::cache::{Caches, ProviderKey};
+use super::claims::ClaimFeed;
 use super::context::{Config, Context};
 use super::observe::uid_of;
 use super::provider_status;
@@ -117,6 +118,26 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
     let controller = Controller::for_stream(subscription_events, store.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.reconcile_concurrency));
     ctx.watch_subscriptions(store.clone());
+    // The claims of every subscription this replica does not reconcile (other shards'): only the claims
+    // are kept, and passes check claims once these are listed too.
+    let others = scope.watches::<WebhookSubscription>(&client, &wc.clone().labels(&ctx.config.shard.others_selector()));
+    let other_claims = Arc::new(ClaimFeed::new(others.len()));
+    ctx.follow_other_claims(other_claims.clone());
+    let follow_claims = tokio::spawn({
+        let feed = other_claims.clone();
+        stream::select_all(
+            others
+                .into_iter()
+                .enumerate()
+                .map(|(slot, watch)| watch.map(move |event| (slot, event))),
+        )
+        .for_each(move |(slot, event)| {
+            if let Ok(event) = event {
+                feed.observe(slot, &event);
+            }
+            futures::future::ready(())
+        })
+    });
     let (provider_store, provider_writer) = reflector::store();
     let provider_controller = Controller::for_stream(
         scope
@@ -153,7 +174,10 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
     ctx.use_caches(caches.clone());
     let sync = tokio::spawn({
         let caches = caches.clone();
-        async move { caches.sync().await }
+        async move {
+            other_claims.wait_listed().await;
+            caches.sync().await
+        }
     });
     let operator_namespace = ctx.config.operator_namespace.clone();
     tokio::spawn(signal_ready(store.clone()));
@@ -295,6 +319,7 @@ pub async fn run_with(ctx: Arc<Context>, shutdown: impl std::future::Future<Outp
         namespaces.abort();
     }
     secrets.abort();
+    follow_claims.abort();
     sync.abort();
     watchdog.abort();
     crate::telemetry::health().expect_progress_within(None);

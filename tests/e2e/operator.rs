@@ -1005,12 +1005,6 @@ async fn a_copied_external_id_never_takes_over_another_namespaces_subscription()
             .annotate(annotation::EXTERNAL_ID, &id),
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    eprintln!(
-        "COPY: {:#?}",
-        env.get_sub_in("team-b", "copy")
-            .map(|s| (s.metadata.annotations, s.status))
-    );
     until("the copy refused with AlreadyClaimed", || {
         env.get_sub_in("team-b", "copy")
             .and_then(|s| condition(&s, "Ready"))

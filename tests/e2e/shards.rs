@@ -37,11 +37,9 @@ fn remote_writes(env: &Env) -> usize {
         .count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shards_split_the_subscriptions_and_a_replica_without_a_shard_takes_only_the_rest() {
-    let mut env = Env::start(Duration::from_secs(600)).await;
-    env.subscription_secrets();
-    // Each replica acts as its own user, so the audit log tells their requests apart.
+/// Starts an elected replica per (user, shard); each acts as its own user, so the audit log tells their
+/// requests apart.
+fn start_replicas(env: &mut Env, replicas: Vec<(&str, Shard)>) {
     env.put(
         "rbac.authorization.k8s.io",
         "v1",
@@ -49,6 +47,10 @@ async fn shards_split_the_subscriptions_and_a_replica_without_a_shard_takes_only
         "",
         json!({"metadata": {"name": "operator"}, "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]}),
     );
+    let subjects: Vec<_> = replicas
+        .iter()
+        .map(|(user, _)| json!({"kind": "User", "name": user}))
+        .collect();
     env.put(
         "rbac.authorization.k8s.io",
         "v1",
@@ -56,24 +58,34 @@ async fn shards_split_the_subscriptions_and_a_replica_without_a_shard_takes_only
         "",
         json!({"metadata": {"name": "operator"},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "operator"},
-               "subjects": [{"kind": "User", "name": "shard-a"}, {"kind": "User", "name": "shard-b"},
-                            {"kind": "User", "name": "unsharded"}]}),
+               "subjects": subjects}),
     );
-    for (user, shard) in [
-        ("shard-a", Shard::parse("webhook-operator.dev/shard=a").unwrap()),
-        ("shard-b", Shard::parse("webhook-operator.dev/shard=b").unwrap()),
-        ("unsharded", Shard::unsharded()),
-    ] {
+    for (user, shard) in replicas {
         let client = env.emu.client_as(user);
         env.start_shard(client, "webhook-operator", user, shard);
     }
-    let labelled = |sub: Sub, shard: Option<&str>| {
-        let mut sub = sub.build();
-        if let Some(shard) = shard {
-            sub.metadata.labels = Some([("webhook-operator.dev/shard".to_string(), shard.to_string())].into());
-        }
-        sub
-    };
+}
+
+fn labelled(sub: Sub, shard: Option<&str>) -> webhook_operator::api::WebhookSubscription {
+    let mut sub = sub.build();
+    if let Some(shard) = shard {
+        sub.metadata.labels = Some([("webhook-operator.dev/shard".to_string(), shard.to_string())].into());
+    }
+    sub
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_split_the_subscriptions_and_a_replica_without_a_shard_takes_only_the_rest() {
+    let mut env = Env::start(Duration::from_secs(600)).await;
+    env.subscription_secrets();
+    start_replicas(
+        &mut env,
+        vec![
+            ("shard-a", Shard::parse("webhook-operator.dev/shard=a").unwrap()),
+            ("shard-b", Shard::parse("webhook-operator.dev/shard=b").unwrap()),
+            ("unsharded", Shard::unsharded()),
+        ],
+    );
     let mut owner = BTreeMap::new();
     for i in 0..3 {
         env.create_sub(labelled(Sub::avaya(&format!("a-{i}"), &format!("/a/{i}")), Some("a")))
@@ -149,5 +161,58 @@ async fn shards_split_the_subscriptions_and_a_replica_without_a_shard_takes_only
         writes_before,
         "no create, update or renew for the move"
     );
+    env.stop_controller().await;
+}
+
+/// A copy of another subscription's external-id placed in another shard (or out of every shard) is
+/// refused as in one replica: each replica follows the claims of the subscriptions it does not reconcile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_in_another_shard_never_takes_over() {
+    let mut env = Env::start(Duration::from_secs(600)).await;
+    env.tenant("team-b");
+    start_replicas(
+        &mut env,
+        vec![
+            ("shard-a", Shard::parse("webhook-operator.dev/shard=a").unwrap()),
+            ("unsharded", Shard::unsharded()),
+        ],
+    );
+    env.create_sub(labelled(Sub::vonage("in-a", "/vonage/in-a"), Some("a")))
+        .await;
+    env.create_sub(labelled(Sub::vonage("in-none", "/vonage/in-none"), None))
+        .await;
+    let mut ids = BTreeMap::new();
+    for name in ["in-a", "in-none"] {
+        ids.insert(
+            name,
+            env.wait_ready(name).await.status.unwrap().subscription_id.unwrap(),
+        );
+    }
+    // Each copied into the other replica's share, from another namespace.
+    for (victim, copy_shard) in [("in-a", None), ("in-none", Some("a"))] {
+        env.create_sub(labelled(
+            Sub::vonage(&format!("copy-of-{victim}"), "/vonage/evil")
+                .namespace("team-b")
+                .annotate(webhook_operator::api::annotation::EXTERNAL_ID, &ids[victim]),
+            copy_shard,
+        ))
+        .await;
+    }
+    for victim in ["in-a", "in-none"] {
+        let copy = format!("copy-of-{victim}");
+        until(&format!("{copy} refused with AlreadyClaimed"), || {
+            env.get_sub_in("team-b", &copy)
+                .and_then(|s| crate::support::env::condition(&s, "Ready"))
+                .is_some_and(|c| c.1 == "AlreadyClaimed" && c.2.contains(&format!("default/{victim}")))
+        })
+        .await;
+        let remote = env.vonage.subscription(&ids[victim]).unwrap();
+        assert_eq!(
+            remote.url,
+            format!("https://hooks.example.com/vonage/{victim}"),
+            "never rewritten"
+        );
+    }
+    assert_eq!(env.vonage.subscriptions().len(), 2, "nothing created for the copies");
     env.stop_controller().await;
 }
