@@ -150,6 +150,14 @@ enum Command {
     },
 }
 
+/// Whether kubectl runs this binary as `kubectl_complete-whsub`, for the completion of `kubectl whsub`.
+fn completes_for_kubectl() -> bool {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    std::path::Path::new(&argv0)
+        .file_name()
+        .is_some_and(|f| f.to_string_lossy().starts_with("kubectl_complete-whsub"))
+}
+
 /// The name the binary answers to: `kubectl whsub` when installed as the kubectl plugin `kubectl-whsub`.
 fn invoked_as() -> &'static str {
     let argv0 = std::env::args_os().next().unwrap_or_default();
@@ -166,6 +174,11 @@ fn invoked_as() -> &'static str {
 
 fn main() -> std::process::ExitCode {
     use clap::{CommandFactory as _, FromArgMatches as _};
+    if completes_for_kubectl() {
+        let words: Vec<String> = std::env::args().skip(1).collect();
+        webhook_operator::cli::complete::run_kubectl_complete(&Cli::command(), &words);
+        return std::process::ExitCode::SUCCESS;
+    }
     let name = invoked_as();
     let matches = Cli::command().name(name).bin_name(name).get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
@@ -265,8 +278,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Plan(args) => day_two(webhook_operator::cli::run_plan(&args)),
         Command::Completion { shell } => {
             use clap::CommandFactory as _;
-            // For the executable as it is on disk: shells complete executables, and kubectl's own plugin
-            // completion (a `kubectl_complete-whsub` program) is not provided.
+            // For the executable as it is on disk: shells complete executables. `kubectl whsub <TAB>` is
+            // completed by kubectl through this binary installed as `kubectl_complete-whsub`.
             let name = if invoked_as() == "webhook-operator" {
                 "webhook-operator"
             } else {

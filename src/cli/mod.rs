@@ -6,6 +6,7 @@
 //! operator's echo in `status`; what they print comes from pure functions over the objects.
 
 pub mod advice;
+pub mod complete;
 #[cfg(feature = "sandbox")]
 mod plan;
 mod request;
@@ -22,7 +23,7 @@ pub use status::{StatusArgs, render_status, run_status};
 use crate::api::WebhookSubscription;
 
 /// Which cluster and which subscriptions, as kubectl spells it.
-#[derive(Clone, Debug, Default, clap::Args)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, clap::Args)]
 pub struct Target {
     /// Kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then in-cluster).
     #[arg(long, value_name = "PATH")]

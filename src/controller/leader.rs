@@ -243,10 +243,10 @@ where
     let mut renewed_at = Instant::now();
     let outcome = loop {
         let deadline = renewed_at + election.renew_deadline;
+        // In this order when several are ready at once (a panic's backtrace can take longer to print than
+        // the renew deadline): a controller that ended is reported as such, whatever else happened.
         tokio::select! {
-            _ = &mut shutdown => break Ok(()),
-            _ = tokio::time::sleep_until(deadline) => break Err(LeadershipLost::Lease),
-            _ = tokio::time::sleep(election.retry_period) => {}
+            biased;
             // The controllers must never end while leading: holding the Lease with nothing acting would
             // stop every tenant. Give the Lease up and let the process exit.
             ended = &mut leading => {
@@ -261,6 +261,9 @@ where
                 tracing::error!(reason = %why, "the controller stopped while leading; released the lease");
                 return Err(LeadershipLost::ControllerEnded(why));
             }
+            _ = &mut shutdown => break Ok(()),
+            _ = tokio::time::sleep_until(deadline) => break Err(LeadershipLost::Lease),
+            _ = tokio::time::sleep(election.retry_period) => {}
         }
         let attempt_started = Instant::now();
         match tokio::time::timeout_at(deadline, try_acquire_or_renew(&api, &election, &clock, &mut observed)).await {

@@ -132,6 +132,11 @@ async fn every_command_of_the_readme_kubectl_block_answers_as_a_cluster_would() 
     let plugins = home.join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_webhook-operator"), plugins.join("kubectl-whsub")).unwrap();
+    std::os::unix::fs::symlink(
+        env!("CARGO_BIN_EXE_webhook-operator"),
+        plugins.join("kubectl_complete-whsub"),
+    )
+    .unwrap();
     let shell = Shell {
         kubeconfig: kubeconfig.clone(),
         home: home.clone(),
@@ -398,6 +403,16 @@ async fn every_command_of_the_readme_kubectl_block_answers_as_a_cluster_would() 
             other => panic!("the README shows `{other}` and this test does not check it; add its check"),
         }
     }
+    // kubectl's completion of the plugin (what `kubectl whsub status agent-<TAB>` asks kubectl), through
+    // kubectl_complete-whsub: subscription names read from the sandbox, then cobra's directive.
+    let names = shell.ok("kubectl __complete whsub status agent-");
+    let lines: Vec<&str> = names.lines().collect();
+    assert_eq!(lines, ["agent-events", "agent-presence", ":4"], "{names}");
+    let commands = shell.ok("kubectl __complete whsub re");
+    assert!(
+        commands.lines().any(|l| l.starts_with("renew\t")) && commands.lines().any(|l| l.starts_with("resume\t")),
+        "{commands}"
+    );
     let _ = sandbox.kill().await;
     let _ = std::fs::remove_dir_all(&home);
 }
