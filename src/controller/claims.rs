@@ -133,15 +133,25 @@ pub trait Claims: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// The claimants of `id` in `by_key` other than `me`.
+fn claimants_other_than(
+    by_key: &HashMap<ClaimKey, Vec<Claimant>>,
+    provider: ProviderType,
+    id: &str,
+    me: &str,
+) -> Vec<Claimant> {
+    by_key
+        .get(&(provider, id.to_string()))
+        .into_iter()
+        .flatten()
+        .filter(|c| c.uid != me)
+        .cloned()
+        .collect()
+}
+
 impl Claims for ClaimIndex {
     fn others(&self, provider: ProviderType, id: &str, me: &str) -> Vec<Claimant> {
-        self.by_id
-            .get(&(provider, id.to_string()))
-            .into_iter()
-            .flatten()
-            .filter(|c| c.uid != me)
-            .cloned()
-            .collect()
+        claimants_other_than(&self.by_id, provider, id, me)
     }
 }
 
@@ -402,14 +412,7 @@ impl ClaimFeed {
 
 impl Claims for ClaimFeed {
     fn others(&self, provider: ProviderType, id: &str, me: &str) -> Vec<Claimant> {
-        self.lock()
-            .by_key
-            .get(&(provider, id.to_string()))
-            .into_iter()
-            .flatten()
-            .filter(|c| c.uid != me)
-            .cloned()
-            .collect()
+        claimants_other_than(&self.lock().by_key, provider, id, me)
     }
 }
 

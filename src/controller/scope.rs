@@ -368,34 +368,29 @@ mod tests {
         names
     }
 
+    /// Namespace a listed with x, then x changed; namespace b listed with y.
+    fn both_listed() -> Vec<(usize, Event<ConfigMap>)> {
+        vec![
+            (0, Event::Init),
+            (0, Event::InitApply(cm("a", "x", "1"))),
+            (0, Event::InitDone),
+            (0, Event::Apply(cm("a", "x", "2"))),
+            (1, Event::Init),
+            (1, Event::InitApply(cm("b", "y", "1"))),
+            (1, Event::InitDone),
+        ]
+    }
+
     #[test]
     fn the_store_is_ready_once_every_namespace_is_listed_and_holds_them_all() {
-        let (store, emitted) = run(
-            2,
-            vec![
-                (0, Event::Init),
-                (0, Event::InitApply(cm("a", "x", "1"))),
-                (0, Event::InitDone),
-                // Namespace a already listed: its change waits for the store to be filled.
-                (0, Event::Apply(cm("a", "x", "2"))),
-                (1, Event::Init),
-                (1, Event::InitApply(cm("b", "y", "1"))),
-            ],
-        );
+        let mut events = both_listed();
+        let last = events.pop();
+        // Namespace a already listed: its change waits for the store to be filled.
+        let (store, emitted) = run(2, events.clone());
         assert_eq!(emitted, ["Init", "InitApply a/x", "InitApply b/y"]);
         assert!(store.state().is_empty(), "not filled before every namespace is listed");
-        let (store, emitted) = run(
-            2,
-            vec![
-                (0, Event::Init),
-                (0, Event::InitApply(cm("a", "x", "1"))),
-                (0, Event::InitDone),
-                (0, Event::Apply(cm("a", "x", "2"))),
-                (1, Event::Init),
-                (1, Event::InitApply(cm("b", "y", "1"))),
-                (1, Event::InitDone),
-            ],
-        );
+        events.extend(last);
+        let (store, emitted) = run(2, events);
         assert_eq!(
             emitted,
             ["Init", "InitApply a/x", "InitApply b/y", "InitDone", "Apply a/x"]
@@ -405,25 +400,18 @@ mod tests {
 
     #[test]
     fn a_relist_of_one_namespace_keeps_the_others_and_drops_what_it_no_longer_lists() {
-        let (store, emitted) = run(
-            2,
-            vec![
-                (0, Event::Init),
-                (0, Event::InitApply(cm("a", "x", "1"))),
-                (0, Event::InitApply(cm("a", "gone", "1"))),
-                (0, Event::InitDone),
-                (1, Event::Init),
-                (1, Event::InitApply(cm("b", "y", "1"))),
-                (1, Event::InitDone),
-                // Namespace a's watch failed and lists again: gone was deleted meanwhile, x changed.
-                (0, Event::Init),
-                (0, Event::InitApply(cm("a", "x", "3"))),
-                (0, Event::InitDone),
-                (1, Event::Delete(cm("b", "y", "1"))),
-                (1, Event::Apply(cm("b", "z", "1"))),
-            ],
-        );
-        assert_eq!(emitted[5..], ["Apply a/x", "Delete a/gone", "Delete b/y", "Apply b/z"]);
+        let mut events = both_listed();
+        events.insert(2, (0, Event::InitApply(cm("a", "gone", "1"))));
+        events.extend([
+            // Namespace a's watch failed and lists again: gone was deleted meanwhile, x changed.
+            (0, Event::Init),
+            (0, Event::InitApply(cm("a", "x", "3"))),
+            (0, Event::InitDone),
+            (1, Event::Delete(cm("b", "y", "1"))),
+            (1, Event::Apply(cm("b", "z", "1"))),
+        ]);
+        let (store, emitted) = run(2, events);
+        assert_eq!(emitted[6..], ["Apply a/x", "Delete a/gone", "Delete b/y", "Apply b/z"]);
         assert_eq!(held(&store), ["a/x=3", "b/z=1"]);
     }
 
