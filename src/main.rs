@@ -150,22 +150,23 @@ enum Command {
     },
 }
 
-/// Whether kubectl runs this binary as `kubectl_complete-whsub`, for the completion of `kubectl whsub`.
-fn completes_for_kubectl() -> bool {
+/// The file name this binary was run as (argv[0] without its directory).
+fn program_name() -> String {
     let argv0 = std::env::args_os().next().unwrap_or_default();
     std::path::Path::new(&argv0)
         .file_name()
-        .is_some_and(|f| f.to_string_lossy().starts_with("kubectl_complete-whsub"))
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Whether kubectl runs this binary as `kubectl_complete-whsub`, for the completion of `kubectl whsub`.
+fn completes_for_kubectl() -> bool {
+    program_name().starts_with("kubectl_complete-whsub")
 }
 
 /// The name the binary answers to: `kubectl whsub` when installed as the kubectl plugin `kubectl-whsub`.
 fn invoked_as() -> &'static str {
-    let argv0 = std::env::args_os().next().unwrap_or_default();
-    let file = std::path::Path::new(&argv0)
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if file.starts_with("kubectl-whsub") {
+    if program_name().starts_with("kubectl-whsub") {
         "kubectl whsub"
     } else {
         "webhook-operator"

@@ -9,7 +9,7 @@
 
 use std::io::Write as _;
 
-use kube::api::{Api, ListParams, PartialObjectMeta};
+use kube::api::{Api, ListParams};
 
 use super::Target;
 use crate::api::WebhookSubscription;
@@ -162,38 +162,40 @@ pub fn complete(root: &clap::Command, words: &[String]) -> Completion {
 /// Reads the names a completion needs; nothing when the cluster does not answer in time (a completion
 /// must never hang the shell, nor print errors into it).
 async fn names(lookup: &Lookup) -> Vec<String> {
+    let (target, subscriptions) = match lookup {
+        Lookup::Nothing => return Vec::new(),
+        Lookup::Subscriptions(target) => (target, true),
+        Lookup::Namespaces(target) => (target, false),
+    };
     let read = async {
-        match lookup {
-            Lookup::Nothing => Vec::new(),
-            Lookup::Subscriptions(target) => {
-                let Ok((client, namespace)) = super::connect(target).await else {
-                    return Vec::new();
-                };
-                let api: Api<WebhookSubscription> = Api::namespaced(client, &namespace);
-                api.list_metadata(&ListParams::default())
-                    .await
-                    .map(|list| list.items.iter().map(name_of).collect())
-                    .unwrap_or_default()
-            }
-            Lookup::Namespaces(target) => {
-                let Ok((client, _)) = super::connect(target).await else {
-                    return Vec::new();
-                };
-                let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client);
-                api.list_metadata(&ListParams::default())
-                    .await
-                    .map(|list| list.items.iter().map(name_of).collect())
-                    .unwrap_or_default()
-            }
-        }
+        let (client, namespace) = super::connect(target).await.ok()?;
+        let params = ListParams::default();
+        let names: Vec<Option<String>> = if subscriptions {
+            let api: Api<WebhookSubscription> = Api::namespaced(client, &namespace);
+            api.list_metadata(&params)
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .map(|o| o.metadata.name)
+                .collect()
+        } else {
+            let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client);
+            api.list_metadata(&params)
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .map(|o| o.metadata.name)
+                .collect()
+        };
+        Some(names.into_iter().flatten().collect())
     };
     tokio::time::timeout(std::time::Duration::from_secs(5), read)
         .await
+        .ok()
+        .flatten()
         .unwrap_or_default()
-}
-
-fn name_of<K>(object: &PartialObjectMeta<K>) -> String {
-    object.metadata.name.clone().unwrap_or_default()
 }
 
 /// Answers kubectl as `kubectl_complete-whsub WORDS...`.

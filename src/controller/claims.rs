@@ -257,10 +257,13 @@ impl Claims for LiveClaims {
     fn others(&self, provider: ProviderType, id: &str, me: &str) -> Vec<Claimant> {
         let recent = self.recent.lock();
         let fresh = |uid: &str| recent.by_uid.get(uid).is_some_and(|(at, _)| at.elapsed() < RECENT_FOR);
+        // What the watches say (this replica's cache, and the other replicas' subscriptions, live), except
+        // of subscriptions whose claim this process recorded lately: that record is newer.
         let mut others: Vec<Claimant> = self
             .index
             .others(provider, id, me)
             .into_iter()
+            .chain(self.others.iter().flat_map(|feed| feed.others(provider, id, me)))
             .filter(|c| !fresh(&c.uid))
             .collect();
         others.extend(
@@ -272,16 +275,6 @@ impl Claims for LiveClaims {
                 .filter(|c| c.uid != me && fresh(&c.uid))
                 .cloned(),
         );
-        drop(recent);
-        if let Some(feed) = &self.others {
-            // A subscription that moved here may still be in the feed: this process's record wins.
-            let recent = self.recent.lock();
-            others.extend(
-                feed.others(provider, id, me)
-                    .into_iter()
-                    .filter(|c| !recent.by_uid.contains_key(&c.uid)),
-            );
-        }
         others
     }
 }

@@ -96,32 +96,18 @@ impl Scope {
         K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
         K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
     {
-        match self {
-            Scope::Cluster => watcher(Api::<K>::all(client.clone()), config.clone())
-                .default_backoff()
-                .boxed(),
-            Scope::Namespaces(names) if names.len() == 1 => {
-                watcher(Api::<K>::namespaced(client.clone(), &names[0]), config.clone())
-                    .default_backoff()
-                    .boxed()
+        let mut watches = self.watches(client, config);
+        match watches.pop() {
+            Some(only) if watches.is_empty() => only,
+            last => {
+                watches.extend(last);
+                merge(watches, store).boxed()
             }
-            Scope::Namespaces(names) => merge(
-                names
-                    .iter()
-                    .map(|ns| {
-                        watcher(Api::<K>::namespaced(client.clone(), ns), config.clone())
-                            .default_backoff()
-                            .boxed()
-                    })
-                    .collect(),
-                store,
-            )
-            .boxed(),
         }
     }
 
     /// One watch per namespace of this scope (one for the whole cluster), each with kube's default
-    /// backoff, for a follower that keeps its own per-watch state instead of a reflector store.
+    /// backoff.
     pub fn watches<K>(
         &self,
         client: &kube::Client,

@@ -17,7 +17,8 @@ use webhook_operator::sandbox::receiver::Receiver;
 use crate::support::env::{Env, condition};
 use crate::support::fixtures::{
     AUTHVIA_ACCOUNT, AUTHVIA_ID, AUTHVIA_KEY, AUTHVIA_SIGNING, AVAYA_ID, AVAYA_SECRET, AVAYA_TOKEN, NS, Sub, VONAGE_ID,
-    VONAGE_SECRET, authvia_client, authvia_desired, avaya_client, avaya_desired, local, vonage_client, vonage_desired,
+    VONAGE_SECRET, authvia_client, authvia_desired, avaya_client, avaya_desired, creates, local, vonage_client,
+    vonage_desired,
 };
 use crate::support::poll::{eventually, until};
 
@@ -548,13 +549,7 @@ async fn a_vonage_subscription_not_shown_yet_is_not_recreated() {
     assert_eq!(condition(&waiting, "Ready").unwrap().0, "True", "still Ready");
     env.wait_condition("fresh", "Synced", "True", "ReconcileSuccess").await;
     assert_eq!(env.vonage.subscriptions().len(), 1);
-    let creates = env
-        .vonage
-        .core
-        .requests()
-        .iter()
-        .filter(|r| r.method == "POST" && r.path.ends_with("/subscriptions"))
-        .count();
+    let creates = creates(&env.vonage.core);
     assert_eq!(creates, 1);
     assert!(env.events_of("fresh", "RemoteDeleted").is_empty());
     env.stop_controller().await;

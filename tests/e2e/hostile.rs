@@ -10,7 +10,7 @@ use serde_json::json;
 use webhook_operator::api::{AdoptionPolicy, WebhookSubscription, annotation};
 
 use crate::support::env::{Env, condition};
-use crate::support::fixtures::{AUTHVIA_SIGNING, AVAYA_TOKEN, GROUP, NS, Sub};
+use crate::support::fixtures::{AUTHVIA_SIGNING, AVAYA_TOKEN, GROUP, NS, Sub, creates};
 
 struct Case {
     mistake: &'static str,
@@ -329,13 +329,7 @@ async fn a_shared_provider_keeps_its_events_on_the_endpoints_it_allows() {
     let (_, synced, _) = condition(&refused, "Synced").unwrap();
     assert_eq!(synced, "InvalidSpec");
     // Exactly one remote subscription: the refused one made no call.
-    let created = env
-        .vonage
-        .core
-        .requests()
-        .iter()
-        .filter(|r| r.method == "POST" && r.path.ends_with("/subscriptions"))
-        .count();
+    let created = creates(&env.vonage.core);
     assert_eq!(created, 1);
     // The provider's owner allows team-b too: the refused subscription goes on by itself.
     env.vonage_cluster_provider(

@@ -13,7 +13,9 @@ use webhook_operator::sandbox::providers::{SimFault, SimFaultAction};
 use webhook_operator::sandbox::receiver::Expectation;
 
 use crate::support::env::{Env, condition};
-use crate::support::fixtures::{AUTHVIA_SIGNING, AVAYA_SECRET, AVAYA_TOKEN, GROUP, NS, Sub, VONAGE_ID, VONAGE_SECRET};
+use crate::support::fixtures::{
+    AUTHVIA_SIGNING, AVAYA_SECRET, AVAYA_TOKEN, GROUP, NS, Sub, VONAGE_ID, VONAGE_SECRET, creates,
+};
 use crate::support::poll::{WAIT, eventually, until};
 
 async fn env_with_subscriptions(lifetime: Duration) -> Env {
@@ -621,13 +623,7 @@ async fn errors_are_classified_without_retry_storms() {
     let refused = env.wait_condition("refused", "Ready", "False", "InvalidSpec").await;
     assert!(condition(&refused, "Ready").unwrap().2.contains("injected HTTP 400"));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let creates = env
-        .authvia
-        .core
-        .requests()
-        .iter()
-        .filter(|r| r.method == "POST" && r.path.ends_with("/subscriptions"))
-        .count();
+    let creates = creates(&env.authvia.core);
     assert_eq!(creates, 1, "no retry until the spec changes");
     let patch = json!({"spec": {"authvia": {"description": "fixed"}}});
     env.subs()

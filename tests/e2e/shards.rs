@@ -12,7 +12,7 @@ use webhook_operator::controller::shard::Shard;
 use webhook_operator::sandbox::kube::AuditRecord;
 
 use crate::support::env::Env;
-use crate::support::fixtures::Sub;
+use crate::support::fixtures::{Sub, creates};
 use crate::support::poll::until;
 
 /// Who wrote each subscription's status, from the emulator's audit log.
@@ -102,15 +102,9 @@ async fn shards_split_the_subscriptions_and_a_replica_without_a_shard_takes_only
         env.wait_ready(name).await;
     }
     // Each subscription was created once and written by exactly its shard.
-    let created = |core: &webhook_operator::sandbox::providers::SimCore, path: &str| {
-        core.requests()
-            .iter()
-            .filter(|r| r.method == "POST" && r.path.ends_with(path))
-            .count()
-    };
-    assert_eq!(created(&env.avaya.core, "/subscriptions"), 3);
-    assert_eq!(created(&env.vonage.core, "/subscriptions"), 3);
-    assert_eq!(created(&env.authvia.core, "/subscriptions"), 3);
+    assert_eq!(creates(&env.avaya.core), 3);
+    assert_eq!(creates(&env.vonage.core), 3);
+    assert_eq!(creates(&env.authvia.core), 3);
     let writers = status_writers(&env.emu.audit());
     for (name, expected) in &owner {
         let by = writers.get(name).cloned().unwrap_or_default();

@@ -36,6 +36,14 @@ pub const AUTHVIA_ACCOUNT: &str = "AVID0001";
 pub const AUTHVIA_ID: &str = "authvia-client-01";
 pub const AUTHVIA_KEY: &str = "authvia-secret-key-0123456789abcdef";
 
+/// How many creates (POST to the subscriptions collection) a simulator has answered.
+pub fn creates(core: &webhook_operator::sandbox::providers::SimCore) -> usize {
+    core.requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/subscriptions"))
+        .count()
+}
+
 pub fn local() -> SocketAddr {
     SocketAddr::from(LOCAL)
 }
