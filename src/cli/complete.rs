@@ -169,33 +169,26 @@ async fn names(lookup: &Lookup) -> Vec<String> {
     };
     let read = async {
         let (client, namespace) = super::connect(target).await.ok()?;
-        let params = ListParams::default();
-        let names: Vec<Option<String>> = if subscriptions {
-            let api: Api<WebhookSubscription> = Api::namespaced(client, &namespace);
-            api.list_metadata(&params)
-                .await
-                .ok()?
-                .items
-                .into_iter()
-                .map(|o| o.metadata.name)
-                .collect()
+        if subscriptions {
+            names_in(Api::<WebhookSubscription>::namespaced(client, &namespace)).await
         } else {
-            let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client);
-            api.list_metadata(&params)
-                .await
-                .ok()?
-                .items
-                .into_iter()
-                .map(|o| o.metadata.name)
-                .collect()
-        };
-        Some(names.into_iter().flatten().collect())
+            names_in(Api::<k8s_openapi::api::core::v1::Namespace>::all(client)).await
+        }
     };
     tokio::time::timeout(std::time::Duration::from_secs(5), read)
         .await
         .ok()
         .flatten()
         .unwrap_or_default()
+}
+
+/// The names of the objects `api` lists (metadata only).
+async fn names_in<K>(api: Api<K>) -> Option<Vec<String>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let list = api.list_metadata(&ListParams::default()).await.ok()?;
+    Some(list.items.into_iter().filter_map(|o| o.metadata.name).collect())
 }
 
 /// Answers kubectl as `kubectl_complete-whsub WORDS...`.
